@@ -1,0 +1,149 @@
+"""The command line: each command loads a config or a run directory, calls one library function, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from minitx.errors import UserError
+from minitx.progress import set_quiet
+
+app = typer.Typer(
+    help=(
+        "Train and evaluate small encoder-decoder Transformers from one YAML file.\n\n"
+        "  minitx train configs/quickstart.yaml\n\n"
+        "  minitx eval runs/quickstart --split test\n\n"
+        "  minitx translate runs/quickstart \"three hundred forty two\""
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
+QUIET_HELP = "No progress bars or status lines."
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Where to write the run [default: runs/<config name>]."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the run directory's contents and start over."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --fresh deletes a run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Train a model; resume if the run directory already holds a checkpoint.
+
+    Examples:
+
+      minitx train configs/quickstart.yaml
+
+      minitx train configs/multi30k_de_en_raw.yaml --set data.path=../shared/data/multi30k
+
+      minitx train configs/quickstart.yaml --set train.max_steps=500 --run-dir runs/short --fresh --yes
+    """
+    from minitx.config import load_config
+    from minitx.run_dir import prepare_run_dir
+    from minitx.train.loop import train as train_run
+
+    set_quiet(quiet)
+    cfg = load_config(config, overrides)
+    run_dir = run_dir or Path("runs") / config.stem
+    if fresh and run_dir.exists() and any(run_dir.iterdir()) and not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"--fresh would delete {run_dir}; add --yes to confirm")
+        typer.confirm(f"Delete everything in {run_dir} and start over?", abort=True)
+    prepare_run_dir(cfg, run_dir, fresh)
+    scores = train_run(cfg, run_dir)
+    typer.echo(json.dumps({"run_dir": str(run_dir), **scores}))
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
+    split: str = typer.Option("test", "--split", help="train, validation, test, or a split name of the data."),
+    beam: int | None = typer.Option(None, "--beam", min=1, help="Beam size [default: decode.beam_size]."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+) -> None:
+    """Score a split: BLEU, chrF, exact match, loss; writes RUN_DIR/eval/<split>.json and .hyp.
+
+    Examples:
+
+      minitx eval runs/quickstart
+
+      minitx eval runs/multi30k_de_en_raw --split test --beam 5
+
+      minitx eval runs/multi30k_de_en_raw --split validation --checkpoint last --set decode.length_penalty=0.6
+    """
+    from minitx.evaluate import evaluate_split, load_run
+
+    set_quiet(quiet)
+    run = load_run(run_dir, checkpoint, tuple(overrides))
+    report = evaluate_split(run, split, beam)
+    for key in ("bleu", "chrf", "exact_match", "loss", "ppl"):
+        typer.echo(f"{key:>12}: {report[key]}")
+    typer.echo(f"{'sentences':>12}: {report['sentences']}  (checkpoint step {report['checkpoint_step']}, beam {report['decoding']['beam_size']})")
+    typer.echo(f"{'signature':>12}: {report['bleu_signature']}")
+    typer.echo(f"{'written':>12}: {run_dir / 'eval' / (split + '.json')}")
+
+
+@app.command()
+def translate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
+    texts: list[str] = typer.Argument(None, help="Sentences to translate; stdin when none and no --input."),
+    input_file: Path | None = typer.Option(None, "--input", "-i", help="Translate each line of this file."),
+    beam: int | None = typer.Option(None, "--beam", min=1, help="Beam size [default: decode.beam_size]."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Sentences decoded together."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Translate sentences: one output line per input line.
+
+    Examples:
+
+      minitx translate runs/quickstart "three hundred forty two"
+
+      minitx translate runs/multi30k_de_en_raw --input sentences.de --beam 5 > sentences.en
+
+      echo "Ein Hund rennt durch den Park." | minitx translate runs/multi30k_de_en_raw
+    """
+    from minitx.evaluate import load_run, translate_texts
+
+    if texts and input_file:
+        raise UserError("give sentences as arguments or with --input, not both")
+    if input_file is not None:
+        if not input_file.is_file():
+            raise UserError(f"input file not found: {input_file}")
+        lines = _read_text_lines(input_file.read_bytes(), str(input_file))
+    elif texts:
+        lines = list(texts)
+    else:
+        lines = _read_text_lines(sys.stdin.buffer.read(), "stdin")
+    run = load_run(run_dir, checkpoint, tuple(overrides))
+    non_empty = [i for i, line in enumerate(lines) if line.strip()]
+    outputs = [""] * len(lines)
+    for i, text in zip(non_empty, translate_texts(run, [lines[i] for i in non_empty], beam, batch_size)):
+        outputs[i] = text
+    for line in outputs:
+        typer.echo(line)
+
+
+def _read_text_lines(data: bytes, where: str) -> list[str]:
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{where} is not UTF-8 text (bad byte at position {exc.start})") from None
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

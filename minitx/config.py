@@ -1,0 +1,359 @@
+"""The typed config tree: YAML and `--set` overrides → validated, frozen dataclasses.
+
+Every key is declared once below with its default, its type and a one-line meaning (`help`), which
+the README's key table is generated from. Errors are collected, not raised one at a time, so a user
+sees every problem in their file at once, each with the nearest valid key when a name is misspelt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from minitx.errors import UserError
+
+
+def _key(default: Any, help: str, **checks: Any) -> Any:  # noqa: A002 - `help` reads best here
+    """A config field: its default, its meaning, and optional range checks (`min`, `max`)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = _key(
+        "synthetic",
+        "Hub dataset id (e.g. bentrevett/multi30k), a local directory, or `synthetic` for the "
+        "built-in offline task",
+    )
+    name: str | None = _key(None, "Hub dataset configuration name (`load_dataset(path, name)`)")
+    src: str = _key("src", "source language suffix (parallel text files) or column name")
+    tgt: str = _key("tgt", "target language suffix (parallel text files) or column name")
+    splits: dict[str, str] = _key(
+        {"train": "train", "validation": "validation", "test": "test"},
+        "maps train/validation/test to the split names the data uses",
+    )
+    max_len: int = _key(128, "drop training pairs with more subword tokens than this", min=1)
+    synthetic_size: int = _key(
+        20000, "number of training pairs of the synthetic task (data.path: synthetic)", min=10
+    )
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    type: Literal["bpe", "unigram"] = _key("bpe", "subword model trained on the training split")
+    vocab_size: int = _key(8000, "vocabulary size (per side when not joint)", min=16)
+    joint: bool = _key(True, "one vocabulary for source and target (enables shared embeddings)")
+    min_frequency: int = _key(2, "BPE: minimum pair frequency for a merge", min=1)
+    path: str | None = _key(
+        None, "use this existing tokenizer.json instead of training one (joint vocabulary)"
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int = _key(256, "width of embeddings and residual stream", min=8)
+    n_heads: int = _key(4, "attention heads; must divide d_model", min=1)
+    n_encoder_layers: int = _key(3, "encoder layers", min=1)
+    n_decoder_layers: int = _key(3, "decoder layers", min=1)
+    d_ff: int = _key(1024, "hidden width of the feed-forward blocks", min=1)
+    dropout: float = _key(0.1, "dropout on embeddings and on each sublayer's output", min=0.0, max=0.9)
+    attention_dropout: float = _key(0.0, "dropout on attention weights", min=0.0, max=0.9)
+    activation_dropout: float = _key(
+        0.0, "dropout inside the feed-forward block, after the activation", min=0.0, max=0.9
+    )
+    activation: Literal["relu", "gelu"] = _key("relu", "feed-forward activation")
+    norm: Literal["pre", "post"] = _key("pre", "LayerNorm before (pre) or after (post) each sublayer")
+    tie_embeddings: bool = _key(
+        True, "share target embeddings with the output layer (and with the source when joint)"
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_tokens: int = _key(4096, "token budget per batch (padded source or target tokens)", min=16)
+    accumulate: int = _key(1, "batches per optimizer step (gradient accumulation)", min=1)
+    lr: float = _key(5e-4, "peak learning rate", min=0.0)
+    schedule: Literal["inverse_sqrt", "cosine", "constant"] = _key(
+        "inverse_sqrt", "learning-rate schedule after linear warmup"
+    )
+    warmup_steps: int = _key(1000, "linear warmup steps", min=0)
+    min_lr: float = _key(0.0, "cosine: final learning rate", min=0.0)
+    betas: list[float] = _key([0.9, 0.98], "AdamW betas")
+    weight_decay: float = _key(0.0, "AdamW weight decay (not applied to biases and norms)", min=0.0)
+    label_smoothing: float = _key(0.1, "label smoothing of the cross-entropy", min=0.0, max=0.99)
+    clip_norm: float = _key(1.0, "clip the gradient norm to this (0 disables)", min=0.0)
+    max_steps: int = _key(100000, "stop after this many optimizer steps", min=1)
+    max_epochs: int = _key(1000, "stop after this many epochs", min=1)
+    max_time: str | None = _key(None, "stop after this wall time: seconds or e.g. 90s, 30m, 1.5h")
+    log_every: int = _key(50, "steps between progress log lines in metrics.jsonl", min=1)
+    eval_every: int = _key(1000, "steps between validations (and checkpoints)", min=1)
+    eval_max_sentences: int | None = _key(
+        None, "validate on the first N validation sentences only", min=1
+    )
+    early_stopping_metric: Literal["bleu", "chrf", "loss", "exact_match"] = _key(
+        "bleu", "validation metric that picks the best checkpoint and drives early stopping"
+    )
+    patience: int | None = _key(
+        None, "stop after this many validations without improvement (null: never)", min=1
+    )
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam_size: int = _key(5, "beam width for eval/translate (1 = greedy)", min=1)
+    length_penalty: float = _key(1.0, "beam score = log-prob / length**length_penalty", min=0.0)
+    max_len_ratio: float = _key(1.5, "maximum output length = ratio × source length + offset", min=0.0)
+    max_len_offset: int = _key(10, "see max_len_ratio", min=0)
+    batch_size: int = _key(128, "sentences decoded together", min=1)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = _key(1, "seed for weights, dropout and batch order")
+    device: Literal["auto", "cpu", "cuda", "mps"] = _key("auto", "auto picks cuda, then mps, then cpu")
+    dtype: Literal["fp32", "bf16", "fp16"] = _key(
+        "fp32", "autocast dtype for matmuls; weights stay fp32"
+    )
+    threads: int | None = _key(None, "CPU threads for torch (null: torch's default)", min=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    task: Literal["translation"] = _key("translation", "what to train; translation for now")
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def cross_field_errors(self) -> list[str]:
+        """Checks that involve more than one key."""
+        errors = []
+        if self.model.d_model % self.model.n_heads:
+            errors.append(
+                f"model.d_model ({self.model.d_model}) must be divisible by model.n_heads "
+                f"({self.model.n_heads})"
+            )
+        missing = {"train", "validation", "test"} - set(self.data.splits)
+        if missing:
+            errors.append(f"data.splits needs keys {sorted(missing)} (the names the data uses)")
+        unknown = set(self.data.splits) - {"train", "validation", "test"}
+        if unknown:
+            errors.append(f"data.splits has unknown keys {sorted(unknown)}; use train, validation, test")
+        if len(self.train.betas) != 2 or not all(0 <= b < 1 for b in self.train.betas):
+            errors.append(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
+        if self.train.max_time is not None:
+            try:
+                parse_duration(self.train.max_time)
+            except ValueError as exc:
+                errors.append(f"train.max_time: {exc}")
+        return errors
+
+
+def parse_duration(text: str | int | float) -> float:
+    """'90', '90s', '30m', '1.5h' → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match:
+        raise ValueError(f"'{text}' is not a duration; write seconds or e.g. 90s, 30m, 1.5h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML file, apply `key.sub=value` overrides, validate; raise UserError listing all problems."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}: {problem}{where}; fix the YAML syntax there") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sections (task, data, model, …)")
+    return config_from_dict(apply_overrides(raw, overrides), source=str(path))
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply `train.lr=3e-4` style overrides (values parsed as YAML) to a nested dict copy."""
+    raw = _deep_copy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=3e-4), got '{item}'")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed = value
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[parts[-1]] = parsed
+    return raw
+
+
+def config_from_dict(raw: dict, source: str = "config") -> Config:
+    errors: list[str] = []
+    config = _build(Config, raw, "", errors)
+    # Invalid values were replaced by defaults above, so the cross-field checks are safe to run.
+    errors.extend(config.cross_field_errors())
+    if errors:
+        detail = "; ".join(errors)
+        raise UserError(f"{source}: {len(errors)} problem(s): {detail}")
+    return config
+
+
+def config_to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: Path) -> None:
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
+    """Build dataclass `cls` from `raw`, appending every problem found to `errors`."""
+    where = prefix.rstrip(".") or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        errors.append(f"{where} must be a mapping of keys, got {type(raw).__name__} {raw!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            errors.append(f"unknown key '{prefix}{key}'{hint}")
+            continue
+        hint_type = hints[key]
+        if dataclasses.is_dataclass(hint_type):
+            values[key] = _build(hint_type, value, f"{prefix}{key}.", errors)
+            continue
+        problem = _type_problem(value, hint_type)
+        if problem:
+            errors.append(f"{prefix}{key}: {problem}")
+            continue
+        if isinstance(value, int) and not isinstance(value, bool) and float in _flat_types(hint_type):
+            value = float(value) if int not in _flat_types(hint_type) else value
+        range_problem = _range_problem(value, fields[key].metadata)
+        if range_problem:
+            errors.append(f"{prefix}{key}: {range_problem}")
+            continue
+        values[key] = value
+    return cls(**values)
+
+
+def _flat_types(hint: Any) -> tuple:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """Why `value` does not fit the annotation `hint`, or None if it does."""
+    options = _flat_types(hint)
+    if value is None:
+        return None if type(None) in options else "must not be empty (null)"
+    for option in options:
+        if _fits(value, option):
+            return None
+    return f"expected {_describe(hint)}, got {value!r}"
+
+
+def _fits(value: Any, option: Any) -> bool:
+    origin = typing.get_origin(option)
+    if origin is Literal:
+        return value in typing.get_args(option)
+    if origin is list:
+        (inner,) = typing.get_args(option)
+        return isinstance(value, list) and all(_fits(v, inner) for v in value)
+    if origin is dict:
+        key_type, value_type = typing.get_args(option)
+        return isinstance(value, dict) and all(
+            _fits(k, key_type) and _fits(v, value_type) for k, v in value.items()
+        )
+    if option is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if option is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if option is type(None):
+        return value is None
+    return isinstance(value, option)
+
+
+def _describe(hint: Any) -> str:
+    names = []
+    for option in _flat_types(hint):
+        origin = typing.get_origin(option)
+        if origin is Literal:
+            names.append("one of " + ", ".join(repr(a) for a in typing.get_args(option)))
+        elif origin is list:
+            names.append(f"a list of {_describe(typing.get_args(option)[0])}")
+        elif origin is dict:
+            names.append("a mapping")
+        elif option is type(None):
+            names.append("null")
+        else:
+            names.append({int: "an integer", float: "a number", str: "a string", bool: "true or false"}[option])
+    return " or ".join(names)
+
+
+def _range_problem(value: Any, metadata: Any) -> str | None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if "min" in metadata and value < metadata["min"]:
+        return f"must be at least {metadata['min']}, got {value}"
+    if "max" in metadata and value > metadata["max"]:
+        return f"must be at most {metadata['max']}, got {value}"
+    return None
+
+
+def describe_keys() -> list[tuple[str, str, str]]:
+    """(key, default, meaning) for every config key, in declaration order (the README table)."""
+    rows = []
+    for section in dataclasses.fields(Config):
+        if dataclasses.is_dataclass(section.default_factory):  # type: ignore[arg-type]
+            for f in dataclasses.fields(section.default_factory):  # type: ignore[arg-type]
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                rows.append((f"{section.name}.{f.name}", _yaml_scalar(default), f.metadata["help"]))
+        else:
+            rows.append((section.name, _yaml_scalar(section.default), section.metadata["help"]))
+    return rows
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

@@ -1,0 +1,1 @@
+"""The Transformer, read top to bottom: attention → positions → layers → transformer."""

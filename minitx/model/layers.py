@@ -1,0 +1,86 @@
+"""Feed-forward block, encoder layer and decoder layer, with pre- or post-norm residuals."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from minitx.model.attention import KVCache, MultiHeadAttention
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d_model, d_ff), ACTIVATIONS[activation](), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Residual(nn.Module):
+    """x + dropout(sublayer(norm(x))) (pre-norm) or norm(x + dropout(sublayer(x))) (post-norm).
+
+    Pre-norm trains stably without a long warmup (Xiong et al., 2020); post-norm is the original.
+    """
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float,
+        activation_dropout: float, activation: str, pre_norm: bool,
+    ):
+        super().__init__()
+        self.self_attention = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.feed_forward = FeedForward(d_model, d_ff, activation_dropout, activation)
+        self.attention_residual = Residual(d_model, dropout, pre_norm)
+        self.feed_forward_residual = Residual(d_model, dropout, pre_norm)
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        x = self.attention_residual(x, lambda h: self.self_attention(h, h, mask=src_mask))
+        return self.feed_forward_residual(x, self.feed_forward)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float,
+        activation_dropout: float, activation: str, pre_norm: bool,
+    ):
+        super().__init__()
+        self.self_attention = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.cross_attention = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.feed_forward = FeedForward(d_model, d_ff, activation_dropout, activation)
+        self.self_attention_residual = Residual(d_model, dropout, pre_norm)
+        self.cross_attention_residual = Residual(d_model, dropout, pre_norm)
+        self.feed_forward_residual = Residual(d_model, dropout, pre_norm)
+
+    def forward(
+        self,
+        y: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        cache: tuple[KVCache, KVCache] | None = None,
+    ) -> torch.Tensor:
+        """`cache` = (self-attention cache, cross-attention cache) when decoding step by step."""
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+        y = self.self_attention_residual(
+            y, lambda h: self.self_attention(h, h, causal=True, cache=self_cache)
+        )
+        y = self.cross_attention_residual(
+            y, lambda h: self.cross_attention(h, memory, mask=src_mask, cache=cross_cache)
+        )
+        return self.feed_forward_residual(y, self.feed_forward)

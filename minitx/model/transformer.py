@@ -1,0 +1,141 @@
+"""Encoder, Decoder and the encoder-decoder Seq2Seq model, with `build_model` from the model config."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from minitx.config import ModelConfig
+from minitx.model.attention import KVCache
+from minitx.model.layers import DecoderLayer, EncoderLayer
+from minitx.model.positions import SinusoidalPositions
+
+
+class Embedding(nn.Module):
+    """Token embeddings × √d_model plus sinusoidal positions (Vaswani et al., 2017, 3.4)."""
+
+    def __init__(self, vocab_size: int, d_model: int, pad_id: int, dropout: float):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        self.positions = SinusoidalPositions(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.scale = math.sqrt(d_model)
+
+    def forward(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        x = self.tokens(ids) * self.scale + self.positions(ids.shape[1], offset)  # (B, T, D)
+        return self.dropout(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, embedding: Embedding):
+        super().__init__()
+        self.embedding = embedding
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attention_dropout,
+                cfg.activation_dropout, cfg.activation, cfg.norm == "pre",
+            )
+            for _ in range(cfg.n_encoder_layers)
+        )
+        # Pre-norm leaves the residual stream unnormalised; one final norm fixes its scale.
+        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(src)
+        for layer in self.layers:
+            x = layer(x, src_mask)
+        return self.final_norm(x)  # (B, S, D)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, embedding: Embedding, vocab_size: int):
+        super().__init__()
+        self.embedding = embedding
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attention_dropout,
+                cfg.activation_dropout, cfg.activation, cfg.norm == "pre",
+            )
+            for _ in range(cfg.n_decoder_layers)
+        )
+        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        self.output = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = embedding.tokens.weight  # Press & Wolf (2017)
+
+    def forward(
+        self,
+        tgt_in: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        cache: list[tuple[KVCache, KVCache]] | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) for each target position; `offset` is the position of tgt_in[:, 0]."""
+        y = self.embedding(tgt_in, offset)
+        for i, layer in enumerate(self.layers):
+            y = layer(y, memory, src_mask, None if cache is None else cache[i])
+        return self.output(self.final_norm(y))
+
+
+class Seq2Seq(nn.Module):
+    """The encoder-decoder Transformer: `encode` the source once, `decode` target prefixes against it."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int, joint_vocab: bool):
+        super().__init__()
+        self.pad_id = pad_id
+        src_embedding = Embedding(src_vocab_size, cfg.d_model, pad_id, cfg.dropout)
+        if joint_vocab and cfg.tie_embeddings:
+            tgt_embedding = src_embedding  # one table for source, target and output
+        else:
+            tgt_embedding = Embedding(tgt_vocab_size, cfg.d_model, pad_id, cfg.dropout)
+        self.encoder = Encoder(cfg, src_embedding)
+        self.decoder = Decoder(cfg, tgt_embedding, tgt_vocab_size)
+        self._init_weights(cfg.d_model)
+
+    def _init_weights(self, d_model: int) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        # Embeddings last, so a tied output layer ends with the embedding init, not Xavier's.
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                # N(0, d^-1/2): after the √d scale, embeddings start at unit size (fairseq).
+                nn.init.normal_(module.weight, std=d_model**-0.5)
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def source_mask(self, src: torch.Tensor) -> torch.Tensor:
+        return (src != self.pad_id)[:, None, None, :]  # (B, 1, 1, S): True where a real token
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(memory (B, S, D), source mask (B, 1, 1, S))."""
+        src_mask = self.source_mask(src)
+        return self.encoder(src, src_mask), src_mask
+
+    def decode(
+        self,
+        tgt_in: torch.Tensor,
+        memory: torch.Tensor,
+        src_mask: torch.Tensor,
+        cache: list[tuple[KVCache, KVCache]] | None = None,
+        offset: int = 0,
+    ) -> torch.Tensor:
+        return self.decoder(tgt_in, memory, src_mask, cache, offset)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V)."""
+        memory, src_mask = self.encode(src)
+        return self.decode(tgt_in, memory, src_mask)
+
+    def new_cache(self) -> list[tuple[KVCache, KVCache]]:
+        """An empty (self-attention, cross-attention) cache for each decoder layer."""
+        return [(KVCache(), KVCache(static=True)) for _ in self.decoder.layers]
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int, joint_vocab: bool) -> Seq2Seq:
+    return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size, pad_id, joint_vocab)

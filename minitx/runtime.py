@@ -1,0 +1,43 @@
+"""Seed, device, threads and autocast dtype: resolved once at the start of a command."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import torch
+
+from minitx.errors import UserError
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("run.device is cuda but no CUDA GPU is visible; use run.device=auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("run.device is mps but MPS is not available; use run.device=auto or cpu")
+    return torch.device(name)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for matmuls (weights stay fp32), or nothing for fp32."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])

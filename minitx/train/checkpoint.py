@@ -1,0 +1,92 @@
+"""Checkpoints: weights in safetensors, trainer state through `torch.load(weights_only=True)`, atomic writes.
+
+A checkpoint is a directory (`checkpoints/last`, `checkpoints/best`). It is written complete under
+`NAME.tmp`, every file fsynced, then swapped in by renames, so a crash at any moment leaves either
+the old or the new checkpoint whole: if it strikes between the two renames, `NAME.old` is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from minitx.errors import UserError
+
+WEIGHTS, TRAINER, META = "model.safetensors", "trainer.pt", "meta.json"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(directory: Path, model: nn.Module, meta: dict, trainer_state: dict | None = None) -> None:
+    tmp = directory.with_name(directory.name + ".tmp")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / WEIGHTS))  # handles tied (shared) tensors
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / TRAINER)
+    (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    for file in tmp.iterdir():
+        _fsync(file)
+    _fsync(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    _fsync(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(directory: Path) -> Path | None:
+    """The complete checkpoint at `directory`, or the previous one if a swap was interrupted."""
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if (candidate / META).is_file() and (candidate / WEIGHTS).is_file():
+            return candidate
+    return None
+
+
+def load_meta(directory: Path) -> dict:
+    try:
+        return json.loads((directory / META).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"checkpoint {directory} has an unreadable {META} ({exc}); it is damaged") from None
+
+
+def load_weights(directory: Path, model: nn.Module, device: torch.device) -> None:
+    try:
+        missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False, device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:200]
+        raise UserError(
+            f"cannot load weights from {directory / WEIGHTS} ({reason}); the checkpoint is damaged "
+            "or was trained with a different model config"
+        ) from None
+    if missing or unexpected:
+        raise UserError(
+            f"weights in {directory / WEIGHTS} do not fit this model (missing {len(missing)}, "
+            f"unexpected {len(unexpected)} tensors); it was trained with a different model config"
+        )
+
+
+def load_trainer_state(directory: Path) -> dict:
+    """Optimizer, scheduler, counters and RNG states; `weights_only` refuses pickled code."""
+    try:
+        return torch.load(directory / TRAINER, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {directory} has no {TRAINER}; it cannot be resumed") from None
+    except Exception as exc:  # unpickling raises many types; none of them may become a traceback
+        reason = str(exc).splitlines()[0][:200]
+        raise UserError(f"cannot load trainer state {directory / TRAINER} ({reason})") from None

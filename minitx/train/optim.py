@@ -1,0 +1,40 @@
+"""AdamW and the learning-rate schedules: linear warmup, then inverse square root, cosine or constant."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def build_optimizer(model: nn.Module, lr: float, betas: list[float], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: decaying biases and norm gains does not regularise."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` (0-based)."""
+    step = step + 1
+    if warmup_steps and step < warmup_steps:
+        return step / warmup_steps
+    if schedule == "inverse_sqrt":  # Vaswani et al. (2017), 5.3, peak at the end of warmup
+        return math.sqrt(max(warmup_steps, 1) / step)
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, max_steps: int, lr: float, min_lr: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    min_ratio = min_lr / lr if lr else 0.0
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, schedule, warmup_steps, max_steps, min_ratio)
+    )
