@@ -1,0 +1,92 @@
+"""The built-in offline task: English number words → German number words, deterministic from a seed.
+
+German says the units before the tens ("seventy two" → "zwei und siebzig"), so a model must learn
+to reorder, not copy: attention has to look ahead in the source. Numbers run from 0 to 999,999;
+the validation and test numbers never occur in training.
+"""
+
+from __future__ import annotations
+
+import random
+
+EN_ONES = "zero one two three four five six seven eight nine".split()
+EN_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+EN_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+DE_ONES = "null eins zwei drei vier fünf sechs sieben acht neun".split()
+DE_TEENS = "zehn elf zwölf dreizehn vierzehn fünfzehn sechzehn siebzehn achtzehn neunzehn".split()
+DE_TENS = "_ _ zwanzig dreißig vierzig fünfzig sechzig siebzig achtzig neunzig".split()
+
+SPLIT_SIZES = {"validation": 500, "test": 500}
+
+
+def english_words(n: int) -> str:
+    if n == 0:
+        return "zero"
+    thousands, rest = divmod(n, 1000)
+    parts = []
+    if thousands:
+        parts += [_english_below_1000(thousands), "thousand"]
+    if rest:
+        parts.append(_english_below_1000(rest))
+    return " ".join(parts)
+
+
+def _english_below_1000(n: int) -> str:
+    hundreds, rest = divmod(n, 100)
+    parts = [EN_ONES[hundreds], "hundred"] if hundreds else []
+    if 10 <= rest < 20:
+        parts.append(EN_TEENS[rest - 10])
+    elif rest:
+        tens, ones = divmod(rest, 10)
+        parts += ([EN_TENS[tens]] if tens else []) + ([EN_ONES[ones]] if ones else [])
+    return " ".join(parts)
+
+
+def german_words(n: int) -> str:
+    if n == 0:
+        return "null"
+    thousands, rest = divmod(n, 1000)
+    parts = []
+    if thousands:
+        multiplier = _german_below_1000(thousands)
+        if multiplier.endswith("eins"):  # "eins" only stands alone: einundzwanzig, eintausend
+            multiplier = multiplier[: -len("eins")] + "ein"
+        parts += [multiplier, "tausend"]
+    if rest:
+        parts.append(_german_below_1000(rest))
+    return " ".join(parts)
+
+
+def _german_below_1000(n: int) -> str:
+    hundreds, rest = divmod(n, 100)
+    parts = [_german_ein(hundreds), "hundert"] if hundreds else []
+    if 10 <= rest < 20:
+        parts.append(DE_TEENS[rest - 10])
+    elif rest:
+        tens, ones = divmod(rest, 10)
+        if tens and ones:
+            parts += [_german_ein(ones), "und", DE_TENS[tens]]  # the reordering: units first
+        else:
+            parts.append(DE_TENS[tens] if tens else DE_ONES[ones])
+    return " ".join(parts)
+
+
+def _german_ein(digit: int) -> str:
+    return "ein" if digit == 1 else DE_ONES[digit]
+
+
+def number_pairs(train_size: int, seed: int) -> dict[str, dict[str, list[str]]]:
+    """{split: {"src": [...], "tgt": [...]}} for train, validation and test, disjoint by number."""
+    rng = random.Random(seed)
+    total = train_size + sum(SPLIT_SIZES.values())
+    numbers = rng.sample(range(1_000_000), total)
+    sizes = {"train": train_size, **SPLIT_SIZES}
+    splits, start = {}, 0
+    for split, size in sizes.items():
+        chosen = numbers[start : start + size]
+        start += size
+        splits[split] = {
+            "src": [english_words(n) for n in chosen],
+            "tgt": [german_words(n) for n in chosen],
+        }
+    return splits

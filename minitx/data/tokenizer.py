@@ -1,0 +1,128 @@
+"""Subword tokenizers (Hugging Face `tokenizers`): trained on the training split, or loaded from a file.
+
+Text is split SentencePiece-style (Metaspace: a word-initial marker instead of spaces), so decoding
+gives back detokenized text that BLEU can score directly, with no language-specific detokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from minitx.errors import UserError
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
+JOINT_FILE, SRC_FILE, TGT_FILE = "tokenizer.json", "tokenizer.src.json", "tokenizer.tgt.json"
+
+
+def train_tokenizer(
+    texts: Iterable[str], kind: str, vocab_size: int, min_frequency: int = 2
+) -> Tokenizer:
+    """Train a BPE or Unigram tokenizer with minitx's special tokens at ids 0-3."""
+    if kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+        )
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK, show_progress=False
+        )
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def load_tokenizer_file(path: Path) -> Tokenizer:
+    if not path.is_file():
+        raise UserError(f"tokenizer file not found: {path}")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
+        raise UserError(f"{path} is not a valid tokenizer.json ({exc})") from None
+    missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise UserError(f"{path} lacks the special tokens {missing}; minitx needs {SPECIAL_TOKENS}")
+    return tokenizer
+
+
+@dataclass
+class TextCodec:
+    """One side's tokenizer with the ids the model needs: text ↔ token ids."""
+
+    tokenizer: Tokenizer
+
+    def __post_init__(self) -> None:
+        self.pad_id = self.tokenizer.token_to_id(PAD)
+        self.unk_id = self.tokenizer.token_to_id(UNK)
+        self.bos_id = self.tokenizer.token_to_id(BOS)
+        self.eos_id = self.tokenizer.token_to_id(EOS)
+        self.vocab_size = self.tokenizer.get_vocab_size()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [enc.ids for enc in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.tokenizer.decode_batch(ids, skip_special_tokens=True)
+
+
+@dataclass
+class Codecs:
+    """Source and target codecs; the same object twice when the vocabulary is joint."""
+
+    src: TextCodec
+    tgt: TextCodec
+
+    @property
+    def joint(self) -> bool:
+        return self.src is self.tgt
+
+    def save(self, run_dir: Path) -> None:
+        if self.joint:
+            self.src.tokenizer.save(str(run_dir / JOINT_FILE))
+        else:
+            self.src.tokenizer.save(str(run_dir / SRC_FILE))
+            self.tgt.tokenizer.save(str(run_dir / TGT_FILE))
+
+
+def build_codecs(
+    src_texts: Iterable[str], tgt_texts: Iterable[str], kind: str, vocab_size: int, joint: bool,
+    min_frequency: int, path: str | None,
+) -> Codecs:
+    """Load the tokenizer named by `path`, or train one (or two) on the training texts."""
+    if path:
+        codec = TextCodec(load_tokenizer_file(Path(path)))
+        return Codecs(codec, codec)
+    if joint:
+        codec = TextCodec(train_tokenizer(_chain(src_texts, tgt_texts), kind, vocab_size, min_frequency))
+        return Codecs(codec, codec)
+    return Codecs(
+        TextCodec(train_tokenizer(src_texts, kind, vocab_size, min_frequency)),
+        TextCodec(train_tokenizer(tgt_texts, kind, vocab_size, min_frequency)),
+    )
+
+
+def load_codecs(run_dir: Path) -> Codecs:
+    """The tokenizer(s) saved in a run directory."""
+    if (run_dir / JOINT_FILE).is_file():
+        codec = TextCodec(load_tokenizer_file(run_dir / JOINT_FILE))
+        return Codecs(codec, codec)
+    if (run_dir / SRC_FILE).is_file():
+        return Codecs(
+            TextCodec(load_tokenizer_file(run_dir / SRC_FILE)),
+            TextCodec(load_tokenizer_file(run_dir / TGT_FILE)),
+        )
+    raise UserError(f"{run_dir} has no {JOINT_FILE}; is it a minitx run directory?")
+
+
+def _chain(*iterables: Iterable[str]) -> Iterator[str]:
+    for iterable in iterables:
+        yield from iterable
