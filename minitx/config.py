@@ -263,6 +263,8 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
         if dataclasses.is_dataclass(hint_type):
             values[key] = _build(hint_type, value, f"{prefix}{key}.", errors)
             continue
+        if isinstance(value, str) and float in _flat_types(hint_type) and _FLOAT.fullmatch(value):
+            value = float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
         problem = _type_problem(value, hint_type)
         if problem:
             errors.append(f"{prefix}{key}: {problem}")
@@ -275,6 +277,9 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
             continue
         values[key] = value
     return cls(**values)
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _flat_types(hint: Any) -> tuple:
