@@ -16,7 +16,7 @@ app = typer.Typer(
         "Train and evaluate small encoder-decoder Transformers from one YAML file.\n\n"
         "  minitx train configs/quickstart.yaml\n\n"
         "  minitx eval runs/quickstart --split test\n\n"
-        "  minitx translate runs/quickstart \"three hundred forty two\""
+        '  minitx translate runs/quickstart "three hundred forty two"'
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -31,8 +31,12 @@ QUIET_HELP = "No progress bars or status lines."
 def train(
     config: Path = typer.Argument(..., help="YAML config file."),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="Where to write the run [default: runs/<config name>]."),
-    fresh: bool = typer.Option(False, "--fresh", help="Delete the run directory's contents and start over."),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="Where to write the run [default: runs/<config name>]."
+    ),
+    fresh: bool = typer.Option(
+        False, "--fresh", help="Delete the run directory's contents and start over."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --fresh deletes a run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
@@ -65,8 +69,12 @@ def train(
 @app.command("eval")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
-    split: str = typer.Option("test", "--split", help="train, validation, test, or a split name of the data."),
-    beam: int | None = typer.Option(None, "--beam", min=1, help="Beam size [default: decode.beam_size]."),
+    split: str = typer.Option(
+        "test", "--split", help="train, validation, test, or a split name of the data."
+    ),
+    beam: int | None = typer.Option(
+        None, "--beam", min=1, help="Beam size [default: decode.beam_size]."
+    ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
@@ -88,7 +96,9 @@ def evaluate(
     report = evaluate_split(run, split, beam)
     for key in ("bleu", "chrf", "exact_match", "loss", "ppl"):
         typer.echo(f"{key:>12}: {report[key]}")
-    typer.echo(f"{'sentences':>12}: {report['sentences']}  (checkpoint step {report['checkpoint_step']}, beam {report['decoding']['beam_size']})")
+    typer.echo(
+        f"{'sentences':>12}: {report['sentences']}  (checkpoint step {report['checkpoint_step']}, beam {report['decoding']['beam_size']})"
+    )
     typer.echo(f"{'signature':>12}: {report['bleu_signature']}")
     typer.echo(f"{'written':>12}: {run_dir / 'eval' / (split + '.json')}")
 
@@ -96,10 +106,18 @@ def evaluate(
 @app.command()
 def translate(
     run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
-    texts: list[str] = typer.Argument(None, help="Sentences to translate; stdin when none and no --input."),
-    input_file: Path | None = typer.Option(None, "--input", "-i", help="Translate each line of this file."),
-    beam: int | None = typer.Option(None, "--beam", min=1, help="Beam size [default: decode.beam_size]."),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Sentences decoded together."),
+    texts: list[str] = typer.Argument(
+        None, help="Sentences to translate; stdin when none and no --input."
+    ),
+    input_file: Path | None = typer.Option(
+        None, "--input", "-i", help="Translate each line of this file."
+    ),
+    beam: int | None = typer.Option(
+        None, "--beam", min=1, help="Beam size [default: decode.beam_size]."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, help="Sentences decoded together."
+    ),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
@@ -128,7 +146,11 @@ def translate(
     run = load_run(run_dir, checkpoint, tuple(overrides))
     non_empty = [i for i, line in enumerate(lines) if line.strip()]
     outputs = [""] * len(lines)
-    for i, text in zip(non_empty, translate_texts(run, [lines[i] for i in non_empty], beam, batch_size)):
+    for i, text in zip(
+        non_empty,
+        translate_texts(run, [lines[i] for i in non_empty], beam, batch_size),
+        strict=False,
+    ):
         outputs[i] = text
     for line in outputs:
         typer.echo(line)

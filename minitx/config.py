@@ -24,7 +24,9 @@ from minitx.errors import UserError
 def _key(default: Any, help: str, **checks: Any) -> Any:  # noqa: A002 - `help` reads best here
     """A config field: its default, its meaning, and optional range checks (`min`, `max`)."""
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **checks})
+        return field(
+            default_factory=lambda: type(default)(default), metadata={"help": help, **checks}
+        )
     return field(default=default, metadata={"help": help, **checks})
 
 
@@ -66,13 +68,17 @@ class ModelConfig:
     n_encoder_layers: int = _key(3, "encoder layers", min=1)
     n_decoder_layers: int = _key(3, "decoder layers", min=1)
     d_ff: int = _key(1024, "hidden width of the feed-forward blocks", min=1)
-    dropout: float = _key(0.1, "dropout on embeddings and on each sublayer's output", min=0.0, max=0.9)
+    dropout: float = _key(
+        0.1, "dropout on embeddings and on each sublayer's output", min=0.0, max=0.9
+    )
     attention_dropout: float = _key(0.0, "dropout on attention weights", min=0.0, max=0.9)
     activation_dropout: float = _key(
         0.0, "dropout inside the feed-forward block, after the activation", min=0.0, max=0.9
     )
     activation: Literal["relu", "gelu"] = _key("relu", "feed-forward activation")
-    norm: Literal["pre", "post"] = _key("pre", "LayerNorm before (pre) or after (post) each sublayer")
+    norm: Literal["pre", "post"] = _key(
+        "pre", "LayerNorm before (pre) or after (post) each sublayer"
+    )
     tie_embeddings: bool = _key(
         True, "share target embeddings with the output layer (and with the source when joint)"
     )
@@ -80,7 +86,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_tokens: int = _key(4096, "token budget per batch (padded source or target tokens)", min=16)
+    batch_tokens: int = _key(
+        4096, "token budget per batch (padded source or target tokens)", min=16
+    )
     accumulate: int = _key(1, "batches per optimizer step (gradient accumulation)", min=1)
     lr: float = _key(5e-4, "peak learning rate", min=0.0)
     schedule: Literal["inverse_sqrt", "cosine", "constant"] = _key(
@@ -112,7 +120,9 @@ class TrainConfig:
 class DecodeConfig:
     beam_size: int = _key(5, "beam width for eval/translate (1 = greedy)", min=1)
     length_penalty: float = _key(1.0, "beam score = log-prob / length**length_penalty", min=0.0)
-    max_len_ratio: float = _key(1.5, "maximum output length = ratio × source length + offset", min=0.0)
+    max_len_ratio: float = _key(
+        1.5, "maximum output length = ratio × source length + offset", min=0.0
+    )
     max_len_offset: int = _key(10, "see max_len_ratio", min=0)
     batch_size: int = _key(128, "sentences decoded together", min=1)
 
@@ -120,7 +130,9 @@ class DecodeConfig:
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = _key(1, "seed for weights, dropout and batch order")
-    device: Literal["auto", "cpu", "cuda", "mps"] = _key("auto", "auto picks cuda, then mps, then cpu")
+    device: Literal["auto", "cpu", "cuda", "mps"] = _key(
+        "auto", "auto picks cuda, then mps, then cpu"
+    )
     dtype: Literal["fp32", "bf16", "fp16"] = _key(
         "fp32", "autocast dtype for matmuls; weights stay fp32"
     )
@@ -150,7 +162,9 @@ class Config:
             errors.append(f"data.splits needs keys {sorted(missing)} (the names the data uses)")
         unknown = set(self.data.splits) - {"train", "validation", "test"}
         if unknown:
-            errors.append(f"data.splits has unknown keys {sorted(unknown)}; use train, validation, test")
+            errors.append(
+                f"data.splits has unknown keys {sorted(unknown)}; use train, validation, test"
+            )
         if len(self.train.betas) != 2 or not all(0 <= b < 1 for b in self.train.betas):
             errors.append(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
         if self.train.max_time is not None:
@@ -189,7 +203,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: the top level must be a mapping of sections (task, data, model, …)")
+        raise UserError(
+            f"{path}: the top level must be a mapping of sections (task, data, model, …)"
+        )
     return config_from_dict(apply_overrides(raw, overrides), source=str(path))
 
 
@@ -256,7 +272,11 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
     for key, value in raw.items():
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            hint = (
+                f"; did you mean '{prefix}{close[0]}'?"
+                if close
+                else f"; valid keys: {', '.join(fields)}"
+            )
             errors.append(f"unknown key '{prefix}{key}'{hint}")
             continue
         hint_type = hints[key]
@@ -269,7 +289,11 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
         if problem:
             errors.append(f"{prefix}{key}: {problem}")
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and float in _flat_types(hint_type):
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and float in _flat_types(hint_type)
+        ):
             value = float(value) if int not in _flat_types(hint_type) else value
         range_problem = _range_problem(value, fields[key].metadata)
         if range_problem:
@@ -333,7 +357,11 @@ def _describe(hint: Any) -> str:
         elif option is type(None):
             names.append("null")
         else:
-            names.append({int: "an integer", float: "a number", str: "a string", bool: "true or false"}[option])
+            names.append(
+                {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[
+                    option
+                ]
+            )
     return " or ".join(names)
 
 
@@ -353,7 +381,11 @@ def describe_keys() -> list[tuple[str, str, str]]:
     for section in dataclasses.fields(Config):
         if dataclasses.is_dataclass(section.default_factory):  # type: ignore[arg-type]
             for f in dataclasses.fields(section.default_factory):  # type: ignore[arg-type]
-                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                default = (
+                    f.default_factory()
+                    if f.default_factory is not dataclasses.MISSING
+                    else f.default
+                )
                 rows.append((f"{section.name}.{f.name}", _yaml_scalar(default), f.metadata["help"]))
         else:
             rows.append((section.name, _yaml_scalar(section.default), section.metadata["help"]))

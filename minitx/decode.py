@@ -50,8 +50,14 @@ def _strip(rows: torch.Tensor, eos_id: int) -> list[list[int]]:
 
 @torch.no_grad()
 def greedy(
-    model: Seq2Seq, src: torch.Tensor, bos_id: int, eos_id: int, pad_id: int,
-    max_len_ratio: float = 1.5, max_len_offset: int = 10, use_cache: bool = True,
+    model: Seq2Seq,
+    src: torch.Tensor,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_len_ratio: float = 1.5,
+    max_len_offset: int = 10,
+    use_cache: bool = True,
 ) -> list[list[int]]:
     """The most likely next token at every step, for a batch of sources (B, S)."""
     memory, src_mask = model.encode(src)
@@ -72,8 +78,15 @@ def greedy(
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq, src: torch.Tensor, bos_id: int, eos_id: int, pad_id: int, beam_size: int = 5,
-    length_penalty: float = 1.0, max_len_ratio: float = 1.5, max_len_offset: int = 10,
+    model: Seq2Seq,
+    src: torch.Tensor,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    beam_size: int = 5,
+    length_penalty: float = 1.0,
+    max_len_ratio: float = 1.5,
+    max_len_offset: int = 10,
     use_cache: bool = True,
 ) -> list[list[int]]:
     """Keep the `beam_size` best prefixes of each sentence; return the best finished one.
@@ -128,9 +141,18 @@ def beam_search(
 
 
 def translate(
-    model: Seq2Seq, src_ids: list[list[int]], src_codec, tgt_codec, device: torch.device, dtype: str,
-    beam_size: int = 1, batch_size: int = 128, length_penalty: float = 1.0, max_len_ratio: float = 1.5,
-    max_len_offset: int = 10, use_cache: bool = True,
+    model: Seq2Seq,
+    src_ids: list[list[int]],
+    src_codec,
+    tgt_codec,
+    device: torch.device,
+    dtype: str,
+    beam_size: int = 1,
+    batch_size: int = 128,
+    length_penalty: float = 1.0,
+    max_len_ratio: float = 1.5,
+    max_len_offset: int = 10,
+    use_cache: bool = True,
 ) -> list[str]:
     """Decode many sources in length-sorted batches; return detokenized text in input order."""
     model.eval()
@@ -141,11 +163,29 @@ def translate(
         src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id).to(device)
         with runtime.autocast(device, dtype):
             if beam_size == 1:
-                ids = greedy(model, src, tgt_codec.bos_id, tgt_codec.eos_id, tgt_codec.pad_id,
-                             max_len_ratio, max_len_offset, use_cache)
+                ids = greedy(
+                    model,
+                    src,
+                    tgt_codec.bos_id,
+                    tgt_codec.eos_id,
+                    tgt_codec.pad_id,
+                    max_len_ratio,
+                    max_len_offset,
+                    use_cache,
+                )
             else:
-                ids = beam_search(model, src, tgt_codec.bos_id, tgt_codec.eos_id, tgt_codec.pad_id,
-                                  beam_size, length_penalty, max_len_ratio, max_len_offset, use_cache)
-        for i, text in zip(chosen, tgt_codec.decode(ids)):
+                ids = beam_search(
+                    model,
+                    src,
+                    tgt_codec.bos_id,
+                    tgt_codec.eos_id,
+                    tgt_codec.pad_id,
+                    beam_size,
+                    length_penalty,
+                    max_len_ratio,
+                    max_len_offset,
+                    use_cache,
+                )
+        for i, text in zip(chosen, tgt_codec.decode(ids), strict=True):
             outputs[i] = text
     return outputs

@@ -33,7 +33,9 @@ class TrainedRun:
     checkpoint_step: int
 
 
-def load_run(run_dir: Path, checkpoint: str = "best", overrides: tuple[str, ...] = ()) -> TrainedRun:
+def load_run(
+    run_dir: Path, checkpoint: str = "best", overrides: tuple[str, ...] = ()
+) -> TrainedRun:
     """Config, tokenizer and weights of a run; `overrides` may change decode and run settings."""
     if checkpoint not in CHECKPOINTS:
         raise UserError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got '{checkpoint}'")
@@ -47,7 +49,9 @@ def load_run(run_dir: Path, checkpoint: str = "best", overrides: tuple[str, ...]
     if directory is None:
         raise UserError(f"{run_dir} has no '{checkpoint}' checkpoint yet; train it first")
     meta = load_meta(directory)
-    model = build_model(cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, codecs.tgt.pad_id, codecs.joint)
+    model = build_model(
+        cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, codecs.tgt.pad_id, codecs.joint
+    )
     load_weights(directory, model, device)
     model.to(device).eval()
     return TrainedRun(run_dir, cfg, codecs, model, device, int(meta.get("step", 0)))
@@ -55,8 +59,14 @@ def load_run(run_dir: Path, checkpoint: str = "best", overrides: tuple[str, ...]
 
 @torch.no_grad()
 def score_pairs(
-    model: Seq2Seq, pairs: EncodedPairs, codecs: Codecs, device: torch.device, dtype: str,
-    batch_tokens: int, beam_size: int, decode: DecodeConfig,
+    model: Seq2Seq,
+    pairs: EncodedPairs,
+    codecs: Codecs,
+    device: torch.device,
+    dtype: str,
+    batch_tokens: int,
+    beam_size: int,
+    decode: DecodeConfig,
 ) -> tuple[dict, list[str]]:
     """Teacher-forced loss and perplexity, then decode and score BLEU, chrF and exact match."""
     model.eval()
@@ -66,14 +76,27 @@ def score_pairs(
         batch = batch.to(device)
         with runtime.autocast(device, dtype):
             logits = model(batch.src, batch.tgt_in)
-        nll += float(F.cross_entropy(
-            logits.flatten(0, 1).float(), batch.tgt_out.flatten(), ignore_index=codec.pad_id, reduction="sum"
-        ))
+        nll += float(
+            F.cross_entropy(
+                logits.flatten(0, 1).float(),
+                batch.tgt_out.flatten(),
+                ignore_index=codec.pad_id,
+                reduction="sum",
+            )
+        )
         tokens += batch.n_tgt_tokens
     hypotheses = translate(
-        model, pairs.src_ids, codecs.src, codec, device, dtype, beam_size=beam_size,
-        batch_size=decode.batch_size, length_penalty=decode.length_penalty,
-        max_len_ratio=decode.max_len_ratio, max_len_offset=decode.max_len_offset,
+        model,
+        pairs.src_ids,
+        codecs.src,
+        codec,
+        device,
+        dtype,
+        beam_size=beam_size,
+        batch_size=decode.batch_size,
+        length_penalty=decode.length_penalty,
+        max_len_ratio=decode.max_len_ratio,
+        max_len_offset=decode.max_len_offset,
     )
     loss = nll / max(tokens, 1)
     scores = {"loss": round(loss, 4), "ppl": round(perplexity(loss), 3)}
@@ -86,7 +109,14 @@ def evaluate_split(run: TrainedRun, split: str, beam_size: int | None = None) ->
     beam = beam_size or cfg.decode.beam_size
     pairs = encode_pairs(load_split_pairs(cfg, split), run.codecs.src, run.codecs.tgt)
     scores, hypotheses = score_pairs(
-        run.model, pairs, run.codecs, run.device, cfg.run.dtype, cfg.train.batch_tokens, beam, cfg.decode
+        run.model,
+        pairs,
+        run.codecs,
+        run.device,
+        cfg.run.dtype,
+        cfg.train.batch_tokens,
+        beam,
+        cfg.decode,
     )
     report = {
         "split": split,
@@ -107,12 +137,21 @@ def evaluate_split(run: TrainedRun, split: str, beam_size: int | None = None) ->
     return report
 
 
-def translate_texts(run: TrainedRun, texts: list[str], beam_size: int | None = None, batch_size: int | None = None) -> list[str]:
+def translate_texts(
+    run: TrainedRun, texts: list[str], beam_size: int | None = None, batch_size: int | None = None
+) -> list[str]:
     cfg = run.config
     src_ids = run.codecs.src.encode(texts)
     return translate(
-        run.model, src_ids, run.codecs.src, run.codecs.tgt, run.device, cfg.run.dtype,
-        beam_size=beam_size or cfg.decode.beam_size, batch_size=batch_size or cfg.decode.batch_size,
-        length_penalty=cfg.decode.length_penalty, max_len_ratio=cfg.decode.max_len_ratio,
+        run.model,
+        src_ids,
+        run.codecs.src,
+        run.codecs.tgt,
+        run.device,
+        cfg.run.dtype,
+        beam_size=beam_size or cfg.decode.beam_size,
+        batch_size=batch_size or cfg.decode.batch_size,
+        length_penalty=cfg.decode.length_penalty,
+        max_len_ratio=cfg.decode.max_len_ratio,
         max_len_offset=cfg.decode.max_len_offset,
     )

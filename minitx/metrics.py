@@ -29,7 +29,8 @@ def exact_match(hypotheses: list[str], references: list[str]) -> float:
     """Fraction of hypotheses equal to their reference after trimming whitespace."""
     if not references:
         return 0.0
-    return sum(h.strip() == r.strip() for h, r in zip(hypotheses, references)) / len(references)
+    matches = sum(h.strip() == r.strip() for h, r in zip(hypotheses, references, strict=True))
+    return matches / len(references)
 
 
 def perplexity(loss: float) -> float:

@@ -1,11 +1,11 @@
 """The run directory: its layout, the config it was trained with, and the data and tokenizer of a run.
 
-    RUN_DIR/config.yaml          the resolved config (every key, defaults filled in)
-    RUN_DIR/tokenizer.json       the tokenizer (tokenizer.src.json + tokenizer.tgt.json when not joint)
-    RUN_DIR/checkpoints/last/    model.safetensors, trainer.pt, meta.json: resume from here
-    RUN_DIR/checkpoints/best/    model.safetensors, meta.json: the best validation score
-    RUN_DIR/metrics.jsonl        one JSON object per training log, validation and end event
-    RUN_DIR/eval/<split>.json    scores written by `minitx eval`, hypotheses in <split>.hyp
+RUN_DIR/config.yaml          the resolved config (every key, defaults filled in)
+RUN_DIR/tokenizer.json       the tokenizer (tokenizer.src.json + tokenizer.tgt.json when not joint)
+RUN_DIR/checkpoints/last/    model.safetensors, trainer.pt, meta.json: resume from here
+RUN_DIR/checkpoints/best/    model.safetensors, meta.json: the best validation score
+RUN_DIR/metrics.jsonl        one JSON object per training log, validation and end event
+RUN_DIR/eval/<split>.json    scores written by `minitx eval`, hypotheses in <split>.hyp
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def load_run_config(run_dir: Path) -> Config:
         raise UserError(f"run directory not found: {run_dir}")
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a minitx run directory (no {CONFIG_FILE}); train one first")
+        raise UserError(
+            f"{run_dir} is not a minitx run directory (no {CONFIG_FILE}); train one first"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError:

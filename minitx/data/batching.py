@@ -26,7 +26,9 @@ class Batch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 
-        return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.n_tgt_tokens, self.indices)
+        return Batch(
+            move(self.src), move(self.tgt_in), move(self.tgt_out), self.n_tgt_tokens, self.indices
+        )
 
 
 def pad(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -38,8 +40,12 @@ def pad(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
 
 
 def make_batch(
-    src_ids: list[list[int]], tgt_ids: list[list[int]] | None, indices: list[int], pad_id: int,
-    bos_id: int, eos_id: int,
+    src_ids: list[list[int]],
+    tgt_ids: list[list[int]] | None,
+    indices: list[int],
+    pad_id: int,
+    bos_id: int,
+    eos_id: int,
 ) -> Batch:
     """Source gets EOS appended; the target becomes BOS + y (input) and y + EOS (output)."""
     src = pad([s + [eos_id] for s in src_ids], pad_id)
@@ -79,7 +85,9 @@ def token_budget_batches(
     return batches
 
 
-def padding_fraction(batches: list[np.ndarray], src_lengths: np.ndarray, tgt_lengths: np.ndarray) -> float:
+def padding_fraction(
+    batches: list[np.ndarray], src_lengths: np.ndarray, tgt_lengths: np.ndarray
+) -> float:
     """Share of target positions that are padding, over all batches."""
     real = padded = 0
     for batch in batches:
@@ -106,31 +114,48 @@ class EncodedPairs:
         return len(self.src_ids)
 
     def subset(self, n: int) -> EncodedPairs:
-        return EncodedPairs(self.src_text[:n], self.tgt_text[:n], self.src_ids[:n], self.tgt_ids[:n])
+        return EncodedPairs(
+            self.src_text[:n], self.tgt_text[:n], self.src_ids[:n], self.tgt_ids[:n]
+        )
 
-    def batches(self, batch_tokens: int, seed: int | None, pad_id: int, bos_id: int, eos_id: int) -> list[Batch]:
+    def batches(
+        self, batch_tokens: int, seed: int | None, pad_id: int, bos_id: int, eos_id: int
+    ) -> list[Batch]:
         groups = token_budget_batches(self.src_lengths, self.tgt_lengths, batch_tokens, seed)
         return [self.batch(group.tolist(), pad_id, bos_id, eos_id) for group in groups]
 
     def batch(self, indices: list[int], pad_id: int, bos_id: int, eos_id: int) -> Batch:
         return make_batch(
-            [self.src_ids[i] for i in indices], [self.tgt_ids[i] for i in indices], indices,
-            pad_id, bos_id, eos_id,
+            [self.src_ids[i] for i in indices],
+            [self.tgt_ids[i] for i in indices],
+            indices,
+            pad_id,
+            bos_id,
+            eos_id,
         )
 
 
 def encode_pairs(dataset, src_codec, tgt_codec, max_len: int | None = None) -> EncodedPairs:
     """Tokenize a `src`/`tgt` Dataset with a batched `Dataset.map`; optionally drop over-long pairs."""
     encoded = dataset.map(
-        lambda batch: {"src_ids": src_codec.encode(batch["src"]), "tgt_ids": tgt_codec.encode(batch["tgt"])},
+        lambda batch: {
+            "src_ids": src_codec.encode(batch["src"]),
+            "tgt_ids": tgt_codec.encode(batch["tgt"]),
+        },
         batched=True,
         batch_size=2000,
     )
     if max_len is not None:
         encoded = encoded.filter(
-            lambda batch: [len(s) <= max_len and len(t) <= max_len for s, t in zip(batch["src_ids"], batch["tgt_ids"])],
+            lambda batch: [
+                len(s) <= max_len and len(t) <= max_len
+                for s, t in zip(batch["src_ids"], batch["tgt_ids"], strict=True)
+            ],
             batched=True,
         )
     return EncodedPairs(
-        list(encoded["src"]), list(encoded["tgt"]), list(encoded["src_ids"]), list(encoded["tgt_ids"])
+        list(encoded["src"]),
+        list(encoded["tgt"]),
+        list(encoded["src_ids"]),
+        list(encoded["tgt_ids"]),
     )

@@ -20,7 +20,13 @@ from minitx.errors import UserError
 from minitx.progress import info
 
 SYNTHETIC = "synthetic"
-TABLE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+TABLE_BUILDERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "json",
+    ".json": "json",
+    ".parquet": "parquet",
+}
 
 datasets.disable_progress_bars()
 
@@ -31,7 +37,12 @@ def split_name(splits: dict[str, str], split: str) -> str:
 
 
 def load_pairs(
-    path: str, src: str, tgt: str, split: str, name: str | None = None, synthetic_size: int = 0,
+    path: str,
+    src: str,
+    tgt: str,
+    split: str,
+    name: str | None = None,
+    synthetic_size: int = 0,
     seed: int = 0,
 ) -> datasets.Dataset:
     """Load one split as a Dataset with `src` and `tgt` string columns, empty pairs removed."""
@@ -43,7 +54,9 @@ def load_pairs(
     elif Path(path).is_dir():
         dataset = _load_local(Path(path), src, tgt, split)
     elif Path(path).exists():
-        raise UserError(f"data.path must be a directory of split files or a Hub id, got file {path}")
+        raise UserError(
+            f"data.path must be a directory of split files or a Hub id, got file {path}"
+        )
     elif path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise UserError(f"data directory not found: {path}; set data.path to where the files are")
     else:
@@ -69,7 +82,9 @@ def _load_local(directory: Path, src: str, tgt: str, split: str) -> datasets.Dat
                 builder, data_files={split: str(table)}, split=split, **options
             )
             return _select_columns(dataset, src, tgt, f"{table}")
-    available = sorted({p.name.split(".")[0] for p in directory.iterdir() if not p.name.startswith(".")})
+    available = sorted(
+        {p.name.split(".")[0] for p in directory.iterdir() if not p.name.startswith(".")}
+    )
     raise UserError(
         f"no split '{split}' in {directory} (expected {split}.{src}[.gz] + {split}.{tgt}[.gz] or "
         f"{split}.csv/.tsv/.jsonl/.parquet); splits found: {', '.join(available) or 'none'}; "
@@ -155,7 +170,10 @@ def _drop_empty(dataset: datasets.Dataset, split: str) -> datasets.Dataset:
     """Drop pairs where either side is empty or missing, and say how many."""
     before = len(dataset)
     dataset = dataset.filter(
-        lambda batch: [bool(s and s.strip()) and bool(t and t.strip()) for s, t in zip(batch["src"], batch["tgt"])],
+        lambda batch: [
+            bool(s and s.strip()) and bool(t and t.strip())
+            for s, t in zip(batch["src"], batch["tgt"], strict=True)
+        ],
         batched=True,
     )
     if len(dataset) < before:

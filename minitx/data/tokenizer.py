@@ -26,7 +26,9 @@ def train_tokenizer(
     if kind == "bpe":
         tokenizer = Tokenizer(models.BPE(unk_token=UNK))
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS,
             show_progress=False,
         )
     else:
@@ -94,15 +96,22 @@ class Codecs:
 
 
 def build_codecs(
-    src_texts: Iterable[str], tgt_texts: Iterable[str], kind: str, vocab_size: int, joint: bool,
-    min_frequency: int, path: str | None,
+    src_texts: Iterable[str],
+    tgt_texts: Iterable[str],
+    kind: str,
+    vocab_size: int,
+    joint: bool,
+    min_frequency: int,
+    path: str | None,
 ) -> Codecs:
     """Load the tokenizer named by `path`, or train one (or two) on the training texts."""
     if path:
         codec = TextCodec(load_tokenizer_file(Path(path)))
         return Codecs(codec, codec)
     if joint:
-        codec = TextCodec(train_tokenizer(_chain(src_texts, tgt_texts), kind, vocab_size, min_frequency))
+        codec = TextCodec(
+            train_tokenizer(_chain(src_texts, tgt_texts), kind, vocab_size, min_frequency)
+        )
         return Codecs(codec, codec)
     return Codecs(
         TextCodec(train_tokenizer(src_texts, kind, vocab_size, min_frequency)),

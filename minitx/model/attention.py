@@ -28,7 +28,11 @@ class KVCache:
 
 
 def explicit_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
     dropout: float,
 ) -> torch.Tensor:
     """softmax(QKᵀ/√d_k)·V written out; the same result as `F.scaled_dot_product_attention`."""
@@ -84,7 +88,9 @@ class MultiHeadAttention(nn.Module):
             # three ops on Multi30k-sized batches (torch 2.13, scripts/bench_train.py).
             out = explicit_attention(q, k, v, mask, causal, dropout)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
+            )
         # (B, H, Tq, Dh)
         out = out.transpose(1, 2).reshape(batch, q_len, d_model)  # (B, Tq, D)
         return self.out_proj(out)

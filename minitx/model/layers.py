@@ -14,7 +14,10 @@ class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(d_model, d_ff), ACTIVATIONS[activation](), nn.Dropout(dropout), nn.Linear(d_ff, d_model)
+            nn.Linear(d_model, d_ff),
+            ACTIVATIONS[activation](),
+            nn.Dropout(dropout),
+            nn.Linear(d_ff, d_model),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,8 +44,15 @@ class Residual(nn.Module):
 
 class EncoderLayer(nn.Module):
     def __init__(
-        self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float,
-        activation_dropout: float, activation: str, pre_norm: bool,
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
+        attention_dropout: float,
+        activation_dropout: float,
+        activation: str,
+        pre_norm: bool,
     ):
         super().__init__()
         self.self_attention = MultiHeadAttention(d_model, n_heads, attention_dropout)
@@ -57,8 +67,15 @@ class EncoderLayer(nn.Module):
 
 class DecoderLayer(nn.Module):
     def __init__(
-        self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float,
-        activation_dropout: float, activation: str, pre_norm: bool,
+        self,
+        d_model: int,
+        n_heads: int,
+        d_ff: int,
+        dropout: float,
+        attention_dropout: float,
+        activation_dropout: float,
+        activation: str,
+        pre_norm: bool,
     ):
         super().__init__()
         self.self_attention = MultiHeadAttention(d_model, n_heads, attention_dropout)

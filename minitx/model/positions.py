@@ -18,7 +18,9 @@ class SinusoidalPositions(nn.Module):
 
     def _table(self, length: int) -> torch.Tensor:
         position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-        frequency = torch.exp(torch.arange(0, self.d_model, 2).float() * (-math.log(10000.0) / self.d_model))
+        frequency = torch.exp(
+            torch.arange(0, self.d_model, 2).float() * (-math.log(10000.0) / self.d_model)
+        )
         table = torch.zeros(length, self.d_model)
         table[:, 0::2] = torch.sin(position * frequency)
         table[:, 1::2] = torch.cos(position * frequency[: self.d_model // 2])

@@ -34,8 +34,14 @@ class Encoder(nn.Module):
         self.embedding = embedding
         self.layers = nn.ModuleList(
             EncoderLayer(
-                cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attention_dropout,
-                cfg.activation_dropout, cfg.activation, cfg.norm == "pre",
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.d_ff,
+                cfg.dropout,
+                cfg.attention_dropout,
+                cfg.activation_dropout,
+                cfg.activation,
+                cfg.norm == "pre",
             )
             for _ in range(cfg.n_encoder_layers)
         )
@@ -55,8 +61,14 @@ class Decoder(nn.Module):
         self.embedding = embedding
         self.layers = nn.ModuleList(
             DecoderLayer(
-                cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attention_dropout,
-                cfg.activation_dropout, cfg.activation, cfg.norm == "pre",
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.d_ff,
+                cfg.dropout,
+                cfg.attention_dropout,
+                cfg.activation_dropout,
+                cfg.activation,
+                cfg.norm == "pre",
             )
             for _ in range(cfg.n_decoder_layers)
         )
@@ -83,7 +95,14 @@ class Decoder(nn.Module):
 class Seq2Seq(nn.Module):
     """The encoder-decoder Transformer: `encode` the source once, `decode` target prefixes against it."""
 
-    def __init__(self, cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int, joint_vocab: bool):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        pad_id: int,
+        joint_vocab: bool,
+    ):
         super().__init__()
         self.pad_id = pad_id
         src_embedding = Embedding(src_vocab_size, cfg.d_model, pad_id, cfg.dropout)
@@ -137,5 +156,7 @@ class Seq2Seq(nn.Module):
         return [(KVCache(), KVCache(static=True)) for _ in self.decoder.layers]
 
 
-def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int, joint_vocab: bool) -> Seq2Seq:
+def build_model(
+    cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int, joint_vocab: bool
+) -> Seq2Seq:
     return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size, pad_id, joint_vocab)

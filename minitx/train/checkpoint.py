@@ -30,7 +30,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(directory: Path, model: nn.Module, meta: dict, trainer_state: dict | None = None) -> None:
+def save_checkpoint(
+    directory: Path, model: nn.Module, meta: dict, trainer_state: dict | None = None
+) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     old = directory.with_name(directory.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -62,12 +64,16 @@ def load_meta(directory: Path) -> dict:
     try:
         return json.loads((directory / META).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"checkpoint {directory} has an unreadable {META} ({exc}); it is damaged") from None
+        raise UserError(
+            f"checkpoint {directory} has an unreadable {META} ({exc}); it is damaged"
+        ) from None
 
 
 def load_weights(directory: Path, model: nn.Module, device: torch.device) -> None:
     try:
-        missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False, device=str(device))
+        missing, unexpected = load_model(
+            model, str(directory / WEIGHTS), strict=False, device=str(device)
+        )
     except (SafetensorError, OSError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0][:200]
         raise UserError(

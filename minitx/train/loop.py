@@ -68,10 +68,14 @@ def train(cfg: Config, run_dir: Path) -> dict:
     data = load_run_data(cfg, run_dir, splits=("train", "validation"))
     src_codec, tgt_codec = data.codecs.src, data.codecs.tgt
     train_pairs, valid_pairs = data.pairs["train"], data.pairs["validation"]
-    model = build_model(cfg.model, src_codec.vocab_size, tgt_codec.vocab_size, tgt_codec.pad_id, data.codecs.joint)
+    model = build_model(
+        cfg.model, src_codec.vocab_size, tgt_codec.vocab_size, tgt_codec.pad_id, data.codecs.joint
+    )
     model.to(device)
     optimizer = build_optimizer(model, tc.lr, tc.betas, tc.weight_decay)
-    scheduler = build_scheduler(optimizer, tc.schedule, tc.warmup_steps, tc.max_steps, tc.lr, tc.min_lr)
+    scheduler = build_scheduler(
+        optimizer, tc.schedule, tc.warmup_steps, tc.max_steps, tc.lr, tc.min_lr
+    )
     state = TrainState()
 
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
@@ -87,11 +91,19 @@ def train(cfg: Config, run_dir: Path) -> dict:
         f"{len(train_pairs)} training pairs, vocabulary {tgt_codec.vocab_size}"
     )
     if resume_from is None:
-        log.write("start", parameters=n_params, train_pairs=len(train_pairs), device=str(device), dtype=cfg.run.dtype)
+        log.write(
+            "start",
+            parameters=n_params,
+            train_pairs=len(train_pairs),
+            device=str(device),
+            dtype=cfg.run.dtype,
+        )
 
     def validate() -> dict:
         scores = validation_scores(model, valid_pairs, data, cfg, device)
-        improved = is_better(scores[tc.early_stopping_metric], state.best_score, tc.early_stopping_metric)
+        improved = is_better(
+            scores[tc.early_stopping_metric], state.best_score, tc.early_stopping_metric
+        )
         if improved:
             state.best_score, state.bad_validations = scores[tc.early_stopping_metric], 0
         else:
@@ -114,9 +126,13 @@ def train(cfg: Config, run_dir: Path) -> dict:
     last_validated = state.step if resume_from is not None else -1
     stop_reason = None
     while stop_reason is None:
-        batches = _epoch_batches(train_pairs, tc.batch_tokens, cfg.run.seed + state.epoch, tgt_codec)
+        batches = _epoch_batches(
+            train_pairs, tc.batch_tokens, cfg.run.seed + state.epoch, tgt_codec
+        )
         if state.batch_in_epoch == 0 and state.epoch == 0 and resume_from is None:
-            info(f"epoch of {len(batches)} batches, {100 * _padding(train_pairs, tc.batch_tokens, cfg.run.seed):.1f}% padding")
+            info(
+                f"epoch of {len(batches)} batches, {100 * _padding(train_pairs, tc.batch_tokens, cfg.run.seed):.1f}% padding"
+            )
         while state.batch_in_epoch < len(batches):
             micro_batches = batches[state.batch_in_epoch : state.batch_in_epoch + tc.accumulate]
             loss_sum, grad_norm = train_step(model, optimizer, micro_batches, cfg, device)
@@ -135,16 +151,27 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 loss = float(window["loss"]) / max(window["tokens"], 1)
                 lr = scheduler.get_last_lr()[0]
                 log.write(
-                    "train", step=state.step, epoch=state.epoch, loss=round(loss, 4), lr=lr,
-                    grad_norm=round(float(grad_norm), 4), tgt_tokens_per_s=round(window["tokens"] / seconds, 1),
+                    "train",
+                    step=state.step,
+                    epoch=state.epoch,
+                    loss=round(loss, 4),
+                    lr=lr,
+                    grad_norm=round(float(grad_norm), 4),
+                    tgt_tokens_per_s=round(window["tokens"] / seconds, 1),
                     elapsed=round(state.elapsed, 1),
                 )
-                progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{window['tokens'] / seconds:.0f}")
+                progress.set_postfix(
+                    loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{window['tokens'] / seconds:.0f}"
+                )
                 if not math.isfinite(loss):
                     raise UserError(
                         f"the loss became {loss} at step {state.step}; lower train.lr or set train.clip_norm"
                     )
-                window = {"loss": torch.zeros((), device=device), "tokens": 0, "since": time.monotonic()}
+                window = {
+                    "loss": torch.zeros((), device=device),
+                    "tokens": 0,
+                    "since": time.monotonic(),
+                }
 
             if state.step % tc.eval_every == 0:
                 last_scores, last_validated = validate(), state.step
@@ -164,13 +191,25 @@ def train(cfg: Config, run_dir: Path) -> dict:
     progress.close()
     if last_validated != state.step:
         last_scores = validate()
-    log.write("end", step=state.step, epoch=state.epoch, reason=stop_reason, elapsed=round(state.elapsed, 1))
-    info(f"stopped at step {state.step}: {stop_reason}; best validation {tc.early_stopping_metric} {state.best_score}")
+    log.write(
+        "end",
+        step=state.step,
+        epoch=state.epoch,
+        reason=stop_reason,
+        elapsed=round(state.elapsed, 1),
+    )
+    info(
+        f"stopped at step {state.step}: {stop_reason}; best validation {tc.early_stopping_metric} {state.best_score}"
+    )
     return last_scores
 
 
 def train_step(
-    model: Seq2Seq, optimizer: torch.optim.Optimizer, micro_batches: list[Batch], cfg: Config, device: torch.device
+    model: Seq2Seq,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[Batch],
+    cfg: Config,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over `micro_batches`; the loss is normalised by their total target tokens.
 
@@ -185,8 +224,11 @@ def train_step(
         with runtime.autocast(device, cfg.run.dtype):
             logits = model(batch.src, batch.tgt_in)
         loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), batch.tgt_out.flatten(), ignore_index=model.pad_id,
-            label_smoothing=cfg.train.label_smoothing, reduction="sum",
+            logits.flatten(0, 1).float(),
+            batch.tgt_out.flatten(),
+            ignore_index=model.pad_id,
+            label_smoothing=cfg.train.label_smoothing,
+            reduction="sum",
         )
         (loss / n_tokens).backward()
         loss_sum += loss.detach()
@@ -197,7 +239,9 @@ def train_step(
     return loss_sum, grad_norm
 
 
-def validation_scores(model: Seq2Seq, pairs: EncodedPairs, data: RunData, cfg: Config, device: torch.device) -> dict:
+def validation_scores(
+    model: Seq2Seq, pairs: EncodedPairs, data: RunData, cfg: Config, device: torch.device
+) -> dict:
     """Loss, perplexity and greedy BLEU/chrF/exact match on (the first sentences of) the validation split."""
     if cfg.train.eval_max_sentences:
         pairs = pairs.subset(cfg.train.eval_max_sentences)
@@ -229,7 +273,9 @@ def _trainer_state(optimizer, scheduler, state: TrainState) -> dict:
     }
 
 
-def _restore(directory: Path, model, optimizer, scheduler, state: TrainState, device: torch.device) -> None:
+def _restore(
+    directory: Path, model, optimizer, scheduler, state: TrainState, device: torch.device
+) -> None:
     load_meta(directory)
     load_weights(directory, model, device)
     saved = load_trainer_state(directory)
@@ -243,7 +289,9 @@ def _restore(directory: Path, model, optimizer, scheduler, state: TrainState, de
         if saved["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise UserError(f"cannot resume from {directory}: its trainer state does not fit ({exc})") from None
+        raise UserError(
+            f"cannot resume from {directory}: its trainer state does not fit ({exc})"
+        ) from None
 
 
 def _as_tuple(value):

@@ -8,17 +8,24 @@ import torch
 from torch import nn
 
 
-def build_optimizer(model: nn.Module, lr: float, betas: list[float], weight_decay: float) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, betas: list[float], weight_decay: float
+) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only: decaying biases and norm gains does not regularise."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
 
 
-def lr_factor(step: int, schedule: str, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+def lr_factor(
+    step: int, schedule: str, warmup_steps: int, max_steps: int, min_ratio: float
+) -> float:
     """Multiplier of the peak learning rate at optimizer step `step` (0-based)."""
     step = step + 1
     if warmup_steps and step < warmup_steps:
@@ -32,7 +39,12 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, max_steps: int, min_r
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, max_steps: int, lr: float, min_lr: float
+    optimizer: torch.optim.Optimizer,
+    schedule: str,
+    warmup_steps: int,
+    max_steps: int,
+    lr: float,
+    min_lr: float,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     min_ratio = min_lr / lr if lr else 0.0
     return torch.optim.lr_scheduler.LambdaLR(
