@@ -43,6 +43,7 @@ def load_run(
     if overrides:
         cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides), source="--set")
     runtime.set_threads(cfg.run.threads)
+    runtime.keep_freed_memory()
     device = runtime.resolve_device(cfg.run.device)
     codecs = load_codecs(run_dir)
     directory = find_checkpoint(run_dir / "checkpoints" / checkpoint)

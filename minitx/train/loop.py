@@ -60,6 +60,7 @@ def is_better(score: float, best: float | None, metric: str) -> bool:
 def train(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume) the run in `run_dir`; return the final validation scores."""
     runtime.set_threads(cfg.run.threads)
+    runtime.keep_freed_memory()
     runtime.seed_everything(cfg.run.seed)
     device = runtime.resolve_device(cfg.run.device)
     tc = cfg.train

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny configs and small data sets written into temporary directories."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+from minitx.config import ModelConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+PAIRS = [
+    ("ein hund rennt", "a dog runs"),
+    ("eine katze schläft", "a cat sleeps"),
+    ("zwei männer gehen", "two men walk"),
+    ("ein kind spielt im park", "a child plays in the park"),
+    ("die frau liest ein buch", "the woman reads a book"),
+    ("ein mann fährt fahrrad", "a man rides a bike"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_model_config() -> ModelConfig:
+    return ModelConfig(d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0)
+
+
+def write_parallel(directory: Path, split: str, pairs, src="de", tgt="en", gz=False) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for lang, side in ((src, 0), (tgt, 1)):
+        text = "".join(pair[side] + "\n" for pair in pairs)
+        if gz:
+            with gzip.open(directory / f"{split}.{lang}.gz", "wt", encoding="utf-8") as handle:
+                handle.write(text)
+        else:
+            (directory / f"{split}.{lang}").write_text(text, encoding="utf-8")
+
+
+@pytest.fixture
+def parallel_dir(tmp_path: Path) -> Path:
+    """Raw Multi30k-like layout: train/val/test .de/.en, gzipped."""
+    data = tmp_path / "data"
+    write_parallel(data, "train", PAIRS * 5, gz=True)
+    write_parallel(data, "val", PAIRS[:3], gz=True)
+    write_parallel(data, "test", PAIRS[3:], gz=True)
+    return data
+
+
+def tiny_config_yaml(data_path: str, extra: str = "") -> str:
+    return f"""
+task: translation
+data:
+  path: {data_path}
+  src: de
+  tgt: en
+  splits: {{train: train, validation: val, test: test}}
+tokenizer: {{vocab_size: 60, min_frequency: 1}}
+model: {{d_model: 32, n_heads: 4, n_encoder_layers: 1, n_decoder_layers: 1, d_ff: 64, dropout: 0.0}}
+train: {{batch_tokens: 256, lr: 3.0e-3, warmup_steps: 5, max_steps: 12, eval_every: 6, log_every: 3}}
+decode: {{beam_size: 2}}
+run: {{device: cpu, seed: 3}}
+{extra}
+"""

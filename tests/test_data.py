@@ -1,0 +1,174 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import PAIRS, write_parallel
+from minitx.data.batching import encode_pairs, make_batch, padding_fraction, token_budget_batches
+from minitx.data.sources import load_pairs
+from minitx.data.synthetic import english_words, german_words, number_pairs
+from minitx.data.tokenizer import TextCodec, build_codecs, load_tokenizer_file, train_tokenizer
+from minitx.errors import UserError
+
+
+def _as_pairs(dataset):
+    return list(zip(dataset["src"], dataset["tgt"], strict=True))
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_parallel_text_layout(tmp_path, gz):
+    write_parallel(tmp_path, "train", PAIRS, gz=gz)
+    assert _as_pairs(load_pairs(str(tmp_path), "de", "en", "train")) == PAIRS
+
+
+def test_parallel_files_of_different_length_name_both_counts(tmp_path):
+    write_parallel(tmp_path, "train", PAIRS)
+    (tmp_path / "train.en").write_text("only one line\n")
+    with pytest.raises(UserError, match=r"train.de has 6 lines, .*train.en has 1"):
+        load_pairs(str(tmp_path), "de", "en", "train")
+
+
+def test_missing_split_lists_what_exists(tmp_path):
+    write_parallel(tmp_path, "train", PAIRS)
+    with pytest.raises(UserError, match=r"no split 'valid'.*splits found: train"):
+        load_pairs(str(tmp_path), "de", "en", "valid")
+
+
+def test_missing_side_is_named(tmp_path):
+    write_parallel(tmp_path, "train", PAIRS)
+    (tmp_path / "train.en").unlink()
+    with pytest.raises(UserError, match=r"no train.en or train.en.gz"):
+        load_pairs(str(tmp_path), "de", "en", "train")
+
+
+def test_empty_lines_are_skipped_not_fatal(tmp_path):
+    write_parallel(tmp_path, "train", PAIRS + [("", "orphan"), ("waise", "  ")])
+    assert len(load_pairs(str(tmp_path), "de", "en", "train")) == len(PAIRS)
+
+
+def test_all_empty_split_is_an_error(tmp_path):
+    write_parallel(tmp_path, "train", [("", ""), (" ", "x")])
+    with pytest.raises(UserError, match="no non-empty sentence pairs"):
+        load_pairs(str(tmp_path), "de", "en", "train")
+
+
+def test_non_utf8_file_is_a_user_error(tmp_path):
+    write_parallel(tmp_path, "train", PAIRS)
+    (tmp_path / "train.de").write_bytes(b"gr\xfc\xdfe\n" * len(PAIRS))
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_pairs(str(tmp_path), "de", "en", "train")
+
+
+def test_csv_tsv_jsonl_parquet_layouts(tmp_path):
+    import datasets
+
+    table = datasets.Dataset.from_dict({"de": [p[0] for p in PAIRS], "en": [p[1] for p in PAIRS], "id": list(range(6))})
+    (tmp_path / "csv").mkdir()
+    table.to_csv(tmp_path / "csv" / "train.csv", index=False)
+    (tmp_path / "tsv").mkdir()
+    (tmp_path / "tsv" / "train.tsv").write_text("de\ten\n" + "".join(f"{s}\t{t}\n" for s, t in PAIRS))
+    (tmp_path / "jsonl").mkdir()
+    table.to_json(tmp_path / "jsonl" / "train.jsonl", lines=True)
+    (tmp_path / "parquet").mkdir()
+    table.to_parquet(tmp_path / "parquet" / "train.parquet")
+    for layout in ("csv", "tsv", "jsonl", "parquet"):
+        loaded = load_pairs(str(tmp_path / layout), "de", "en", "train")
+        assert loaded.column_names == ["src", "tgt"], layout
+        assert _as_pairs(loaded) == PAIRS, layout
+
+
+def test_translation_dict_column(tmp_path):
+    rows = [{"translation": {"de": s, "en": t}} for s, t in PAIRS]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _as_pairs(load_pairs(str(tmp_path), "de", "en", "train")) == PAIRS
+    with pytest.raises(UserError, match=r"translation column has languages \['de', 'en'\]"):
+        load_pairs(str(tmp_path), "fr", "en", "train")
+
+
+def test_missing_column_lists_columns(tmp_path):
+    (tmp_path / "train.tsv").write_text("source\ttarget\n" + "".join(f"{s}\t{t}\n" for s, t in PAIRS))
+    with pytest.raises(UserError, match=r"no column 'de' or 'en'; columns are \['source', 'target'\]"):
+        load_pairs(str(tmp_path), "de", "en", "train")
+
+
+def test_missing_local_directory(tmp_path):
+    with pytest.raises(UserError, match="data directory not found"):
+        load_pairs(str(tmp_path / "nowhere"), "de", "en", "train")
+
+
+def test_synthetic_task_is_deterministic_and_splits_are_disjoint():
+    a, b = number_pairs(300, seed=5), number_pairs(300, seed=5)
+    assert a == b
+    assert len(a["train"]["src"]) == 300 and len(a["test"]["src"]) == 500
+    assert not set(a["train"]["src"]) & set(a["test"]["src"])
+
+
+def test_synthetic_task_reorders_units_before_tens():
+    assert english_words(72) == "seventy two" and german_words(72) == "zwei und siebzig"
+    assert german_words(21_001) == "ein und zwanzig tausend eins"
+    assert english_words(305_018) == "three hundred five thousand eighteen"
+
+
+def test_tokenizer_round_trip_and_special_ids(tmp_path):
+    texts = [s for pair in PAIRS for s in pair] * 3
+    codec = TextCodec(train_tokenizer(texts, "bpe", 80, 1))
+    assert (codec.pad_id, codec.unk_id, codec.bos_id, codec.eos_id) == (0, 1, 2, 3)
+    sentences = ["ein hund rennt im park", "A man rides a bike."]
+    assert codec.decode(codec.encode(sentences)) == sentences
+    codec.tokenizer.save(str(tmp_path / "tok.json"))
+    reloaded = TextCodec(load_tokenizer_file(tmp_path / "tok.json"))
+    assert reloaded.encode(sentences) == codec.encode(sentences)
+
+
+def test_unigram_and_separate_vocabularies():
+    codecs = build_codecs(
+        [p[0] for p in PAIRS] * 3, [p[1] for p in PAIRS] * 3, "unigram", 40, joint=False, min_frequency=1, path=None
+    )
+    assert not codecs.joint
+    assert codecs.tgt.decode(codecs.tgt.encode(["a dog runs"])) == ["a dog runs"]
+
+
+def test_broken_tokenizer_file(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(UserError, match="not a valid tokenizer.json"):
+        load_tokenizer_file(tmp_path / "tokenizer.json")
+
+
+def test_batch_shapes_and_special_tokens():
+    batch = make_batch([[5, 6], [7]], [[8, 9, 10], [11]], [0, 1], pad_id=0, bos_id=2, eos_id=3)
+    assert batch.src.tolist() == [[5, 6, 3], [7, 3, 0]]
+    assert batch.tgt_in.tolist() == [[2, 8, 9, 10], [2, 11, 0, 0]]
+    assert batch.tgt_out.tolist() == [[8, 9, 10, 3], [11, 3, 0, 0]]
+    assert batch.n_tgt_tokens == 6
+
+
+def test_token_budget_batches_cover_every_pair_once_within_budget():
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(1, 60, 2000), rng.integers(1, 60, 2000)
+    batches = token_budget_batches(src, tgt, 1024, seed=1)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(2000))
+    for batch in batches:
+        longest = max((src[batch] + 1).max(), (tgt[batch] + 1).max())
+        assert len(batch) == 1 or len(batch) * longest <= 1024
+    assert padding_fraction(batches, src, tgt) < 0.05
+
+
+def test_batch_order_changes_with_seed_and_is_reproducible():
+    lengths = np.arange(500) % 37 + 1
+    a = token_budget_batches(lengths, lengths, 256, seed=1)
+    b = token_budget_batches(lengths, lengths, 256, seed=1)
+    c = token_budget_batches(lengths, lengths, 256, seed=2)
+    assert [x.tolist() for x in a] == [x.tolist() for x in b]
+    assert [x.tolist() for x in a] != [x.tolist() for x in c]
+
+
+def test_encode_pairs_filters_long_training_pairs(tmp_path):
+    write_parallel(tmp_path, "train", PAIRS)
+    dataset = load_pairs(str(tmp_path), "de", "en", "train")
+    codec = TextCodec(train_tokenizer([s for p in PAIRS for s in p], "bpe", 60, 1))
+    everything = encode_pairs(dataset, codec, codec)
+    short = encode_pairs(dataset, codec, codec, max_len=4)
+    assert len(everything) == len(PAIRS)
+    assert 0 < len(short) < len(PAIRS)
+    assert all(len(s) <= 4 and len(t) <= 4 for s, t in zip(short.src_ids, short.tgt_ids, strict=True))
