@@ -393,4 +393,5 @@ def describe_keys() -> list[tuple[str, str, str]]:
 
 
 def _yaml_scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False)
+    return text.strip().removesuffix("...").strip()

@@ -29,7 +29,9 @@ def _seed() -> None:
 
 @pytest.fixture
 def tiny_model_config() -> ModelConfig:
-    return ModelConfig(d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0)
+    return ModelConfig(
+        d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0
+    )
 
 
 def write_parallel(directory: Path, split: str, pairs, src="de", tgt="en", gz=False) -> None:

@@ -27,11 +27,15 @@ def test_every_shipped_config_loads(path):
 
 
 def test_shipped_configs_exist():
-    assert {"quickstart.yaml", "multi30k_de_en.yaml", "multi30k_de_en_raw.yaml"} <= {p.name for p in CONFIGS}
+    assert {"quickstart.yaml", "multi30k_de_en.yaml", "multi30k_de_en_raw.yaml"} <= {
+        p.name for p in CONFIGS
+    }
 
 
 def test_unknown_key_names_nearest_valid_key():
-    with pytest.raises(UserError, match=r"unknown key 'model.d_modle'; did you mean 'model.d_model'"):
+    with pytest.raises(
+        UserError, match=r"unknown key 'model.d_modle'; did you mean 'model.d_model'"
+    ):
         config_from_dict({"model": {"d_modle": 64}})
 
 
@@ -43,7 +47,11 @@ def test_unknown_section_names_nearest_section():
 def test_all_problems_reported_at_once():
     with pytest.raises(UserError) as info:
         config_from_dict(
-            {"model": {"d_model": -1, "dropuot": 0.1}, "train": {"lr": "fast"}, "run": {"dtype": "fp8"}}
+            {
+                "model": {"d_model": -1, "dropuot": 0.1},
+                "train": {"lr": "fast"},
+                "run": {"dtype": "fp8"},
+            }
         )
     message = str(info.value)
     assert "4 problem(s)" in message
@@ -57,14 +65,18 @@ def test_all_problems_reported_at_once():
 def test_wrong_types_are_named():
     with pytest.raises(UserError, match=r"model.n_heads: expected an integer, got 2.5"):
         config_from_dict({"model": {"n_heads": 2.5}})
-    with pytest.raises(UserError, match=r"tokenizer.joint: expected true or false, got 'yes please'"):
+    with pytest.raises(
+        UserError, match=r"tokenizer.joint: expected true or false, got 'yes please'"
+    ):
         config_from_dict({"tokenizer": {"joint": "yes please"}})
     with pytest.raises(UserError, match=r"the top level|data must be a mapping"):
         config_from_dict({"data": [1, 2]})
 
 
 def test_heads_must_divide_width():
-    with pytest.raises(UserError, match=r"d_model \(100\) must be divisible by model.n_heads \(3\)"):
+    with pytest.raises(
+        UserError, match=r"d_model \(100\) must be divisible by model.n_heads \(3\)"
+    ):
         config_from_dict({"model": {"d_model": 100, "n_heads": 3}})
 
 
@@ -92,7 +104,9 @@ def test_durations():
 def test_overrides_go_through_validation(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model: {d_model: 64, n_heads: 4}\n")
-    cfg = load_config(path, ["train.lr=3e-4", "model.n_heads=8", "data.splits={train: a, validation: b, test: c}"])
+    cfg = load_config(
+        path, ["train.lr=3e-4", "model.n_heads=8", "data.splits={train: a, validation: b, test: c}"]
+    )
     assert (cfg.train.lr, cfg.model.n_heads, cfg.data.splits["train"]) == (3e-4, 8, "a")
     with pytest.raises(UserError, match="did you mean 'train.max_steps'"):
         load_config(path, ["train.max_step=3"])

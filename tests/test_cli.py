@@ -1,0 +1,197 @@
+"""The command line as a user runs it: real subprocesses, exit codes, files in the run directory."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config_yaml
+
+
+def minitx(*args, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "minitx", *map(str, args)],
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny model trained for a few steps through the CLI (shared by the tests below)."""
+    from conftest import PAIRS, write_parallel
+
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "data"
+    write_parallel(data, "train", PAIRS * 5, gz=True)
+    write_parallel(data, "val", PAIRS[:3], gz=True)
+    write_parallel(data, "test", PAIRS[3:], gz=True)
+    config = root / "tiny.yaml"
+    config.write_text(tiny_config_yaml(str(data)))
+    run_dir = root / "run"
+    result = minitx("train", config, "--run-dir", run_dir, "--set", "train.max_steps=6")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["run_dir"] == str(run_dir)
+    return run_dir
+
+
+def test_train_writes_a_self_describing_run_directory(trained_run):
+    for path in (
+        "config.yaml",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "checkpoints/last/model.safetensors",
+        "checkpoints/last/trainer.pt",
+        "checkpoints/last/meta.json",
+        "checkpoints/best/model.safetensors",
+    ):
+        assert (trained_run / path).is_file(), path
+    events = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    train_events = [e for e in events if e["event"] == "train"]
+    assert [e["step"] for e in train_events] == [3, 6]
+    assert {"loss", "lr", "tgt_tokens_per_s", "elapsed"} <= set(train_events[0])
+    validations = [e for e in events if e["event"] == "validation"]
+    assert [v["step"] for v in validations] == [6]
+    assert {"loss", "ppl", "bleu", "chrf"} <= set(validations[0])
+    assert "max_steps: 6" in (trained_run / "config.yaml").read_text()
+
+
+def test_training_again_resumes_and_says_so(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(trained_run, run_dir)
+    config = run_dir / "config.yaml"
+    result = minitx(
+        "train",
+        config,
+        "--run-dir",
+        run_dir,
+        "--set",
+        "train.max_steps=9",
+        "--set",
+        "train.eval_every=9",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr and "from step 6" in result.stderr
+    steps = [
+        json.loads(line).get("step")
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps.count(9) >= 2  # train log and validation at the new max_steps
+    assert json.loads((run_dir / "checkpoints/last/meta.json").read_text())["step"] == 9
+
+
+def test_resume_refuses_a_changed_model(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "changed"
+    shutil.copytree(trained_run, run_dir)
+    result = minitx(
+        "train", run_dir / "config.yaml", "--run-dir", run_dir, "--set", "model.d_ff=128"
+    )
+    assert_user_error(result, "different config", "model.d_ff: 64 → 128", "--fresh")
+
+
+def test_fresh_needs_confirmation_without_a_terminal(trained_run):
+    result = minitx("train", trained_run / "config.yaml", "--run-dir", trained_run, "--fresh")
+    assert_user_error(result, "--yes")
+    assert (trained_run / "checkpoints/last/model.safetensors").is_file()
+
+
+def test_eval_writes_scores_and_hypotheses(trained_run):
+    result = minitx("eval", trained_run, "--split", "test", "--beam", "2")
+    assert result.returncode == 0, result.stderr
+    assert "bleu" in result.stdout and "chrf" in result.stdout
+    report = json.loads((trained_run / "eval/test.json").read_text())
+    assert report["sentences"] == 3 and report["checkpoint_step"] == 6
+    assert report["decoding"]["beam_size"] == 2
+    assert report["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    for key in ("bleu", "chrf", "loss", "ppl", "exact_match", "chrf_signature"):
+        assert key in report
+    assert len((trained_run / "eval/test.hyp").read_text().splitlines()) == 3
+
+
+def test_eval_accepts_the_data_split_name_and_last_checkpoint(trained_run):
+    result = minitx("eval", trained_run, "--split", "val", "--checkpoint", "last", "--beam", "1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((trained_run / "eval/val.json").read_text())["sentences"] == 3
+
+
+def test_translate_arguments_file_and_stdin_agree(trained_run, tmp_path):
+    sentences = ["ein hund rennt", "", "eine katze schläft"]
+    by_args = minitx("translate", trained_run, sentences[0], sentences[2])
+    assert by_args.returncode == 0, by_args.stderr
+    assert len(by_args.stdout.splitlines()) == 2
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(sentences) + "\n")
+    by_file = minitx("translate", trained_run, "--input", source, "--batch-size", "1")
+    by_stdin = minitx("translate", trained_run, stdin="\n".join(sentences) + "\n")
+    assert by_file.stdout == by_stdin.stdout
+    lines = by_file.stdout.split("\n")[:3]
+    assert lines[1] == "" and [lines[0], lines[2]] == by_args.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["eval", "{missing}"], ["run directory not found"]),
+        (["eval", "{empty}"], ["not a minitx run directory"]),
+        (["eval", "{run}", "--split", "dev"], ["no split 'dev'", "splits found"]),
+        (["eval", "{run}", "--checkpoint", "middle"], ["--checkpoint must be one of best, last"]),
+        (["eval", "{run}", "--set", "decode.beam=3"], ["did you mean 'decode.beam_size'"]),
+        (["translate", "{run}", "--input", "{missing}"], ["input file not found"]),
+        (["translate", "{run}", "x", "--input", "{config}"], ["not both"]),
+        (["train", "{missing}"], ["config file not found"]),
+        (["train", "{config}", "--set", "model.n_heads=3"], ["divisible by model.n_heads"]),
+        (["train", "{config}", "--set", "data.path={missing}"], ["data directory not found"]),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(trained_run, tmp_path, args, fragments):
+    (tmp_path / "empty").mkdir()
+    names = {
+        "missing": tmp_path / "missing",
+        "empty": tmp_path / "empty",
+        "run": trained_run,
+        "config": trained_run / "config.yaml",
+    }
+    result = (
+        minitx(*[a.format(**names) for a in args], "--run-dir", tmp_path / "new")
+        if args[0] == "train"
+        else minitx(*[a.format(**names) for a in args])
+    )
+    assert_user_error(result, *fragments)
+
+
+def test_bad_yaml_is_one_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model: {d_model: 64\n")
+    assert_user_error(minitx("train", config, "--run-dir", tmp_path / "r"), "bad.yaml", "line")
+
+
+def test_help_shows_examples():
+    result = minitx("--help")
+    assert result.returncode == 0 and "train" in result.stdout and "translate" in result.stdout
+    for command in ("train", "eval", "translate"):
+        shown = minitx(command, "--help")
+        assert shown.returncode == 0 and "Examples" in shown.stdout, command
