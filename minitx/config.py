@@ -236,7 +236,7 @@ def config_from_dict(raw: dict, source: str = "config") -> Config:
     # Invalid values were replaced by defaults above, so the cross-field checks are safe to run.
     errors.extend(config.cross_field_errors())
     if errors:
-        detail = "; ".join(errors)
+        detail = "; ".join(errors).replace("\n", "\\n")  # keep the error on one line
         raise UserError(f"{source}: {len(errors)} problem(s): {detail}")
     return config
 

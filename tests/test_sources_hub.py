@@ -1,0 +1,70 @@
+"""The Hub path of data loading, with `datasets.load_dataset` replaced (the Hub is unreachable here),
+and the real Multi30k files when ../shared/data is present."""
+
+from pathlib import Path
+
+import datasets
+import pytest
+
+from conftest import PAIRS, SHARED_DATA
+from minitx.config import load_config
+from minitx.data.sources import load_pairs
+from minitx.errors import UserError
+from minitx.run_dir import load_split_pairs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _fake_hub(monkeypatch, table: dict, seen: list):
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        seen.append((path, name, split))
+        if split not in ("train", "validation", "test"):
+            raise ValueError(
+                f"Unknown split \"{split}\". Should be one of ['train', 'validation', 'test']."
+            )
+        return datasets.Dataset.from_dict(table)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+
+
+def test_hub_dataset_by_id_with_language_columns(monkeypatch):
+    seen = []
+    _fake_hub(monkeypatch, {"en": [p[1] for p in PAIRS], "de": [p[0] for p in PAIRS]}, seen)
+    loaded = load_pairs("bentrevett/multi30k", "de", "en", "validation", name="default")
+    assert seen == [("bentrevett/multi30k", "default", "validation")]
+    assert list(zip(loaded["src"], loaded["tgt"], strict=True)) == PAIRS
+
+
+def test_hub_config_file_reads_the_hub_copy(monkeypatch):
+    seen = []
+    _fake_hub(monkeypatch, {"en": ["a"], "de": ["b"]}, seen)
+    cfg = load_config(CONFIGS / "multi30k_de_en.yaml")
+    load_split_pairs(cfg, "test")
+    assert seen == [("bentrevett/multi30k", None, "test")]
+
+
+def test_hub_unknown_split_and_unreachable_hub_are_user_errors(monkeypatch):
+    _fake_hub(monkeypatch, {"en": ["a"], "de": ["b"]}, [])
+    with pytest.raises(UserError, match="cannot load split 'dev'"):
+        load_pairs("org/data", "de", "en", "dev")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'org/data' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(
+        UserError, match="could not be loaded from the Hugging Face Hub.*ConnectionError"
+    ):
+        load_pairs("org/data", "de", "en", "train")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "multi30k").is_dir(), reason="needs ../shared/data/multi30k")
+def test_real_multi30k_raw_files_load_through_the_config():
+    cfg = load_config(
+        CONFIGS / "multi30k_de_en_raw.yaml",
+        [f"data.path={SHARED_DATA / 'multi30k'}"],
+    )
+    sizes = {split: len(load_split_pairs(cfg, split)) for split in ("train", "validation", "test")}
+    assert sizes == {"train": 29000, "validation": 1014, "test": 1000}
+    test = load_split_pairs(cfg, "test")
+    assert test[0]["tgt"] == "A man in an orange hat starring at something."
