@@ -6,11 +6,12 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import PAIRS, SHARED_DATA
 from minitx.config import load_config
 from minitx.data.sources import load_pairs
 from minitx.errors import UserError
 from minitx.run_dir import load_split_pairs
+
+from conftest import PAIRS, SHARED_DATA
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

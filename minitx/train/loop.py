@@ -81,8 +81,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     resume_from = find_checkpoint(last_dir)
+    last_scores: dict = {}
     if resume_from is not None:
-        _restore(resume_from, model, optimizer, scheduler, state, device)
+        last_scores = _restore(resume_from, model, optimizer, scheduler, state, device)
         info(f"resuming {run_dir} from step {state.step} (epoch {state.epoch + 1})")
     save_config(cfg, run_dir / "config.yaml")
     log = MetricsLog(run_dir / "metrics.jsonl")
@@ -123,9 +124,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
     started = time.monotonic() - state.elapsed
     progress = bar(total=tc.max_steps, initial=state.step, desc="train", unit="step")
     window = {"loss": torch.zeros((), device=device), "tokens": 0, "since": time.monotonic()}
-    last_scores: dict = {}
     last_validated = state.step if resume_from is not None else -1
-    stop_reason = None
+    stop_reason = _limit_reached(state, tc.max_steps, tc.max_epochs, max_time)
     while stop_reason is None:
         batches = _epoch_batches(
             train_pairs, tc.batch_tokens, cfg.run.seed + state.epoch, tgt_codec
@@ -178,17 +178,15 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 last_scores, last_validated = validate(), state.step
                 if tc.patience is not None and state.bad_validations >= tc.patience:
                     stop_reason = f"no improvement in {tc.patience} validations"
-            if state.step >= tc.max_steps:
-                stop_reason = f"reached train.max_steps ({tc.max_steps})"
-            elif state.elapsed >= max_time:
-                stop_reason = f"reached train.max_time ({tc.max_time})"
+            stop_reason = stop_reason or _limit_reached(
+                state, tc.max_steps, tc.max_epochs, max_time
+            )
             if stop_reason:
                 break
         else:
             state.epoch += 1
             state.batch_in_epoch = 0
-            if state.epoch >= tc.max_epochs:
-                stop_reason = f"reached train.max_epochs ({tc.max_epochs})"
+            stop_reason = _limit_reached(state, tc.max_steps, tc.max_epochs, max_time)
     progress.close()
     if last_validated != state.step:
         last_scores = validate()
@@ -252,6 +250,18 @@ def validation_scores(
     return scores
 
 
+def _limit_reached(
+    state: TrainState, max_steps: int, max_epochs: int, max_time: float
+) -> str | None:
+    if state.step >= max_steps:
+        return f"reached train.max_steps ({max_steps})"
+    if state.epoch >= max_epochs:
+        return f"reached train.max_epochs ({max_epochs})"
+    if state.elapsed >= max_time:
+        return f"reached train.max_time ({max_time:g} s)"
+    return None
+
+
 def _epoch_batches(pairs: EncodedPairs, batch_tokens: int, seed: int, codec) -> list[Batch]:
     return pairs.batches(batch_tokens, seed, codec.pad_id, codec.bos_id, codec.eos_id)
 
@@ -276,8 +286,9 @@ def _trainer_state(optimizer, scheduler, state: TrainState) -> dict:
 
 def _restore(
     directory: Path, model, optimizer, scheduler, state: TrainState, device: torch.device
-) -> None:
-    load_meta(directory)
+) -> dict:
+    """Load a checkpoint into the model, optimizer, scheduler, state and RNGs; return its scores."""
+    meta = load_meta(directory)
     load_weights(directory, model, device)
     saved = load_trainer_state(directory)
     try:
@@ -293,6 +304,7 @@ def _restore(
         raise UserError(
             f"cannot resume from {directory}: its trainer state does not fit ({exc})"
         ) from None
+    return meta.get("scores", {})
 
 
 def _as_tuple(value):

@@ -1,0 +1,83 @@
+"""The training loop in-process: stopping, resuming, and what it writes."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from minitx.config import config_from_dict
+from minitx.run_dir import prepare_run_dir
+from minitx.train.loop import train
+
+from conftest import tiny_config_yaml
+
+
+def _config(data_dir, **train_overrides):
+    raw = yaml.safe_load(tiny_config_yaml(str(data_dir)))
+    raw["model"]["dropout"] = 0.1
+    raw["train"].update(train_overrides)
+    return config_from_dict(raw)
+
+
+def _train(cfg, run_dir):
+    prepare_run_dir(cfg, run_dir, fresh=False)
+    return train(cfg, run_dir)
+
+
+def _losses(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {e["step"]: e["loss"] for e in map(json.loads, lines) if e["event"] == "train"}
+
+
+def test_stops_at_max_steps_and_does_not_step_past_it_on_resume(parallel_dir, tmp_path):
+    cfg = _config(parallel_dir, max_steps=4, eval_every=2, log_every=1)
+    first = _train(cfg, tmp_path / "run")
+    assert sorted(_losses(tmp_path / "run")) == [1, 2, 3, 4]
+    again = _train(cfg, tmp_path / "run")
+    assert sorted(_losses(tmp_path / "run")) == [1, 2, 3, 4]
+    assert again["bleu"] == first["bleu"]
+
+
+def test_resume_mid_epoch_continues_like_an_uninterrupted_run(parallel_dir, tmp_path):
+    """Stop at step 5 (mid-epoch), resume to 9: same losses and weights as 9 steps in one go."""
+    whole = _config(parallel_dir, max_steps=9, eval_every=5, log_every=1)
+    _train(whole, tmp_path / "whole")
+    part = _config(parallel_dir, max_steps=5, eval_every=5, log_every=1)
+    _train(part, tmp_path / "parts")
+    _train(whole, tmp_path / "parts")
+    assert _losses(tmp_path / "parts") == _losses(tmp_path / "whole")
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "whole/checkpoints/last/model.safetensors")
+    b = load_file(tmp_path / "parts/checkpoints/last/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_patience_stops_early(parallel_dir, tmp_path):
+    cfg = _config(
+        parallel_dir,
+        max_steps=60,
+        eval_every=1,
+        log_every=1,
+        lr=0.0,
+        warmup_steps=0,
+        early_stopping_metric="loss",
+        patience=2,
+    )
+    _train(cfg, tmp_path / "run")
+    events = [
+        json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    ]
+    assert (
+        events[-1]["event"] == "end" and "no improvement in 2 validations" in events[-1]["reason"]
+    )
+    assert events[-1]["step"] == 3
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_training_lowers_the_loss(parallel_dir, tmp_path, accumulate):
+    cfg = _config(parallel_dir, max_steps=30, eval_every=30, log_every=5, accumulate=accumulate)
+    _train(cfg, tmp_path / "run")
+    losses = _losses(tmp_path / "run")
+    assert losses[30] < losses[5]
