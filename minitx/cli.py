@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from minitx.errors import UserError
+from minitx.errors import TrainingInterrupted, UserError
 from minitx.progress import set_quiet
 
 app = typer.Typer(
@@ -169,3 +169,6 @@ def main() -> None:
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+    except TrainingInterrupted as exc:
+        typer.echo(str(exc), err=True)
+        raise SystemExit(128 + exc.signal_number) from None

@@ -3,3 +3,11 @@
 
 class UserError(Exception):
     """Something the user can fix: a bad config, a missing file, a directory that is not a run."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit with 128 + the signal."""
+
+    def __init__(self, signal_number: int, message: str):
+        super().__init__(message)
+        self.signal_number = signal_number

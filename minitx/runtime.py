@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import random
+import signal
 import sys
 
 import torch
@@ -61,3 +62,31 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     if dtype == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
+class StopRequest(contextlib.AbstractContextManager):
+    """Turns the first SIGINT (Ctrl-C) or SIGTERM into a request to stop after the current step.
+
+    A second Ctrl-C interrupts at once, as usual. `signal_number` is None until a signal arrives.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signal_number, frame) -> None:
+        if self.signal_number is not None and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_number = signal_number
+
+    def __enter__(self) -> StopRequest:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -195,3 +195,62 @@ def test_help_shows_examples():
     for command in ("train", "eval", "translate"):
         shown = minitx(command, "--help")
         assert shown.returncode == 0 and "Examples" in shown.stdout, command
+
+
+@pytest.mark.parametrize(("signal_name", "exit_code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_signal_finishes_the_step_saves_and_says_how_to_resume(
+    parallel_dir, tmp_path, signal_name, exit_code
+):
+    import signal
+    import time
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config_yaml(str(parallel_dir)))
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minitx",
+            "train",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "train.max_steps=100000",
+            "--set",
+            "train.log_every=1",
+            "--set",
+            "train.eval_every=100000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+        metrics.is_file() and '"train"' in metrics.read_text()
+    ):
+        time.sleep(0.2)
+    process.send_signal(getattr(signal, signal_name))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == exit_code, stderr
+    assert f"stopped by {signal_name}" in stderr and "run the same command to resume" in stderr
+    saved = json.loads((run_dir / "checkpoints/last/meta.json").read_text())
+    assert saved["step"] >= 1
+    resumed = minitx(
+        "train",
+        config,
+        "--run-dir",
+        run_dir,
+        "--set",
+        f"train.max_steps={saved['step'] + 2}",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.eval_every=100000",
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"from step {saved['step']}" in resumed.stderr

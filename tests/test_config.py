@@ -150,3 +150,11 @@ def test_saved_config_round_trips(tmp_path):
     cfg = config_from_dict({"model": {"d_model": 64}, "train": {"max_time": "5m"}})
     save_config(cfg, tmp_path / "config.yaml")
     assert config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())) == cfg
+
+
+def test_readme_documents_every_key():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    missing = [key for key, _, _ in describe_keys() if f"`{key}`" not in readme]
+    assert not missing, (
+        f"add these keys to the README table (python scripts/config_keys.py): {missing}"
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from minitx import runtime
 from minitx.config import Config, parse_duration, save_config
 from minitx.data.batching import Batch, EncodedPairs, padding_fraction, token_budget_batches
-from minitx.errors import UserError
+from minitx.errors import TrainingInterrupted, UserError
 from minitx.evaluate import score_pairs
 from minitx.metrics import MetricsLog
 from minitx.model.transformer import Seq2Seq, build_model
@@ -126,68 +127,81 @@ def train(cfg: Config, run_dir: Path) -> dict:
     window = {"loss": torch.zeros((), device=device), "tokens": 0, "since": time.monotonic()}
     last_validated = state.step if resume_from is not None else -1
     stop_reason = _limit_reached(state, tc.max_steps, tc.max_epochs, max_time)
-    while stop_reason is None:
-        batches = _epoch_batches(
-            train_pairs, tc.batch_tokens, cfg.run.seed + state.epoch, tgt_codec
-        )
-        if state.batch_in_epoch == 0 and state.epoch == 0 and resume_from is None:
-            info(
-                f"epoch of {len(batches)} batches, {100 * _padding(train_pairs, tc.batch_tokens, cfg.run.seed):.1f}% padding"
+    with runtime.StopRequest() as stop_request:
+        while stop_reason is None:
+            batches = _epoch_batches(
+                train_pairs, tc.batch_tokens, cfg.run.seed + state.epoch, tgt_codec
             )
-        while state.batch_in_epoch < len(batches):
-            micro_batches = batches[state.batch_in_epoch : state.batch_in_epoch + tc.accumulate]
-            loss_sum, grad_norm = train_step(model, optimizer, micro_batches, cfg, device)
-            scheduler.step()
-            state.step += 1
-            state.batch_in_epoch += len(micro_batches)
-            n_tokens = sum(b.n_tgt_tokens for b in micro_batches)
-            state.tgt_tokens += n_tokens
-            window["loss"] += loss_sum
-            window["tokens"] += n_tokens
-            state.elapsed = time.monotonic() - started
-            progress.update(1)
+            if state.batch_in_epoch == 0 and state.epoch == 0 and resume_from is None:
+                info(
+                    f"epoch of {len(batches)} batches, {100 * _padding(train_pairs, tc.batch_tokens, cfg.run.seed):.1f}% padding"
+                )
+            while state.batch_in_epoch < len(batches):
+                micro_batches = batches[state.batch_in_epoch : state.batch_in_epoch + tc.accumulate]
+                loss_sum, grad_norm = train_step(model, optimizer, micro_batches, cfg, device)
+                scheduler.step()
+                state.step += 1
+                state.batch_in_epoch += len(micro_batches)
+                n_tokens = sum(b.n_tgt_tokens for b in micro_batches)
+                state.tgt_tokens += n_tokens
+                window["loss"] += loss_sum
+                window["tokens"] += n_tokens
+                state.elapsed = time.monotonic() - started
+                progress.update(1)
 
-            if state.step % tc.log_every == 0:
-                seconds = max(time.monotonic() - window["since"], 1e-9)
-                loss = float(window["loss"]) / max(window["tokens"], 1)
-                lr = scheduler.get_last_lr()[0]
-                log.write(
-                    "train",
-                    step=state.step,
-                    epoch=state.epoch,
-                    loss=round(loss, 4),
-                    lr=lr,
-                    grad_norm=round(float(grad_norm), 4),
-                    tgt_tokens_per_s=round(window["tokens"] / seconds, 1),
-                    elapsed=round(state.elapsed, 1),
-                )
-                progress.set_postfix(
-                    loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{window['tokens'] / seconds:.0f}"
-                )
-                if not math.isfinite(loss):
-                    raise UserError(
-                        f"the loss became {loss} at step {state.step}; lower train.lr or set train.clip_norm"
+                if state.step % tc.log_every == 0:
+                    seconds = max(time.monotonic() - window["since"], 1e-9)
+                    loss = float(window["loss"]) / max(window["tokens"], 1)
+                    lr = scheduler.get_last_lr()[0]
+                    log.write(
+                        "train",
+                        step=state.step,
+                        epoch=state.epoch,
+                        loss=round(loss, 4),
+                        lr=lr,
+                        grad_norm=round(float(grad_norm), 4),
+                        tgt_tokens_per_s=round(window["tokens"] / seconds, 1),
+                        elapsed=round(state.elapsed, 1),
                     )
-                window = {
-                    "loss": torch.zeros((), device=device),
-                    "tokens": 0,
-                    "since": time.monotonic(),
-                }
+                    progress.set_postfix(
+                        loss=f"{loss:.3f}",
+                        lr=f"{lr:.2e}",
+                        tok_s=f"{window['tokens'] / seconds:.0f}",
+                    )
+                    if not math.isfinite(loss):
+                        raise UserError(
+                            f"the loss became {loss} at step {state.step}; lower train.lr or set train.clip_norm"
+                        )
+                    window = {
+                        "loss": torch.zeros((), device=device),
+                        "tokens": 0,
+                        "since": time.monotonic(),
+                    }
 
-            if state.step % tc.eval_every == 0:
-                last_scores, last_validated = validate(), state.step
-                if tc.patience is not None and state.bad_validations >= tc.patience:
-                    stop_reason = f"no improvement in {tc.patience} validations"
-            stop_reason = stop_reason or _limit_reached(
-                state, tc.max_steps, tc.max_epochs, max_time
-            )
-            if stop_reason:
-                break
-        else:
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            stop_reason = _limit_reached(state, tc.max_steps, tc.max_epochs, max_time)
+                if state.step % tc.eval_every == 0:
+                    last_scores, last_validated = validate(), state.step
+                    if tc.patience is not None and state.bad_validations >= tc.patience:
+                        stop_reason = f"no improvement in {tc.patience} validations"
+                stop_reason = stop_reason or _limit_reached(
+                    state, tc.max_steps, tc.max_epochs, max_time
+                )
+                if stop_request.signal_number is not None:
+                    stop_reason = f"stopped by {signal.Signals(stop_request.signal_number).name}"
+                if stop_reason:
+                    break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                stop_reason = _limit_reached(state, tc.max_steps, tc.max_epochs, max_time)
     progress.close()
+    if stop_request.signal_number is not None:
+        meta = {"step": state.step, "epoch": state.epoch}
+        save_checkpoint(last_dir, model, meta, _trainer_state(optimizer, scheduler, state))
+        log.write("end", step=state.step, epoch=state.epoch, reason=stop_reason)
+        raise TrainingInterrupted(
+            stop_request.signal_number,
+            f"{stop_reason} at step {state.step}; saved {last_dir}; run the same command to resume",
+        )
     if last_validated != state.step:
         last_scores = validate()
     log.write(

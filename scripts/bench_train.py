@@ -1,0 +1,127 @@
+"""Training speed of the Multi30k model on real Multi30k batches: target tokens/s per dtype.
+
+    python scripts/bench_train.py [--data ../shared/data/multi30k] [--steps 30] [--dtype fp32 bf16]
+
+Prints a table and one JSON line. Each dtype trains the same batches from the same initial weights;
+the figure is the median over `--steps` timed steps after `--warmup` untimed ones. Model FLOPs are
+6 × (matmul parameters touched per token) × tokens, plus 12 · d_model · length per token for each
+attention block's scores (see ../shared/PERF-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from minitx import runtime
+from minitx.config import load_config
+from minitx.data.batching import encode_pairs, padding_fraction, token_budget_batches
+from minitx.data.tokenizer import build_codecs
+from minitx.model.transformer import build_model
+from minitx.run_dir import load_split_pairs
+from minitx.train.loop import train_step
+from minitx.train.optim import build_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def model_flops(batch, cfg) -> float:
+    d, d_ff, vocab = cfg.model.d_model, cfg.model.d_ff, cfg.tokenizer.vocab_size
+    src_tokens = int((batch.src != 0).sum())
+    tgt_tokens = batch.n_tgt_tokens
+    src_len, tgt_len = batch.src.shape[1], batch.tgt_in.shape[1]
+    encoder = cfg.model.n_encoder_layers * (4 * d * d + 2 * d * d_ff) * src_tokens
+    decoder = (cfg.model.n_decoder_layers * (8 * d * d + 2 * d * d_ff) + d * vocab) * tgt_tokens
+    scores = (
+        12
+        * d
+        * (
+            cfg.model.n_encoder_layers * src_len * src_tokens
+            + cfg.model.n_decoder_layers * (tgt_len + src_len) * tgt_tokens
+        )
+    )
+    return 6 * (encoder + decoder) + scores
+
+
+def matmul_gflops(dtype: torch.dtype) -> float:
+    a, b = torch.randn(2048, 1024, dtype=dtype), torch.randn(1024, 2048, dtype=dtype)
+    times = []
+    for _ in range(12):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * 2048 * 1024 * 2048 / statistics.median(times[2:]) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"])
+    args = parser.parse_args()
+
+    runtime.keep_freed_memory()
+    cfg = load_config(ROOT / "configs" / "multi30k_de_en_raw.yaml", [f"data.path={args.data}"])
+    train = load_split_pairs(cfg, "train")
+    t = cfg.tokenizer
+    codecs = build_codecs(
+        train["src"], train["tgt"], t.type, t.vocab_size, t.joint, t.min_frequency, None
+    )
+    pairs = encode_pairs(train, codecs.src, codecs.tgt, cfg.data.max_len)
+    groups = token_budget_batches(
+        pairs.src_lengths, pairs.tgt_lengths, cfg.train.batch_tokens, seed=1
+    )
+    needed = args.warmup + args.steps
+    batches = [
+        pairs.batch(g.tolist(), 0, codecs.tgt.bos_id, codecs.tgt.eos_id) for g in groups[:needed]
+    ]
+    device = torch.device("cpu")
+
+    results = {}
+    for dtype in args.dtype:
+        run_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dtype=dtype))
+        torch.manual_seed(0)
+        model = build_model(
+            cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, 0, codecs.joint
+        )
+        optimizer = build_optimizer(model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
+        tokens_per_s, flops_per_s = [], []
+        for i, batch in enumerate(batches):
+            start = time.perf_counter()
+            train_step(model, optimizer, [batch], run_cfg, device)
+            seconds = time.perf_counter() - start
+            if i >= args.warmup:
+                tokens_per_s.append(batch.n_tgt_tokens / seconds)
+                flops_per_s.append(model_flops(batch, cfg) / seconds)
+        results[dtype] = {
+            "tgt_tokens_per_s": round(statistics.median(tokens_per_s), 1),
+            "model_gflops_per_s": round(statistics.median(flops_per_s) / 1e9, 1),
+        }
+
+    summary = {
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "padding_fraction": round(
+            padding_fraction(groups, pairs.src_lengths, pairs.tgt_lengths), 4
+        ),
+        "matmul_gflops_per_s": round(matmul_gflops(torch.float32), 1),
+        "bf16_matmul_gflops_per_s": round(matmul_gflops(torch.bfloat16), 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **{f"{dtype}_{key}": value for dtype, r in results.items() for key, value in r.items()},
+    }
+    print(f"{'dtype':<6} {'tgt tok/s':>10} {'model GFLOP/s':>14}")
+    for dtype, r in results.items():
+        print(f"{dtype:<6} {r['tgt_tokens_per_s']:>10.0f} {r['model_gflops_per_s']:>14.1f}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
