@@ -81,3 +81,34 @@ def test_training_lowers_the_loss(parallel_dir, tmp_path, accumulate):
     _train(cfg, tmp_path / "run")
     losses = _losses(tmp_path / "run")
     assert losses[30] < losses[5]
+
+
+def test_non_finite_loss_stops_with_a_crash_checkpoint_that_never_becomes_best(
+    parallel_dir, tmp_path, monkeypatch
+):
+    from minitx.errors import UserError
+    from minitx.train import loop
+
+    cfg = _config(parallel_dir, max_steps=8, eval_every=2, log_every=1)
+    real_cross_entropy = loop.F.cross_entropy
+    calls = {"n": 0}
+
+    def diverging(*args, **kwargs):
+        loss = real_cross_entropy(*args, **kwargs)
+        if "label_smoothing" not in kwargs:  # a validation loss, not a training step
+            return loss
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(loop.F, "cross_entropy", diverging)
+    with pytest.raises(UserError, match="non-finite at step 3"):
+        _train(cfg, tmp_path / "run")
+    crash = json.loads((tmp_path / "run/checkpoints/crash/meta.json").read_text())
+    best = json.loads((tmp_path / "run/checkpoints/best/meta.json").read_text())
+    assert crash["failed_step"] == 3 and best["step"] == 2
+    from safetensors.torch import load_file
+
+    assert all(
+        torch.isfinite(t).all()
+        for t in load_file(tmp_path / "run/checkpoints/crash/model.safetensors").values()
+    )

@@ -52,6 +52,20 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_checkpoints(checkpoints_dir: Path) -> None:
+    """Finish what a crash interrupted: drop half-written `*.tmp`, restore an `*.old` left alone."""
+    if not checkpoints_dir.is_dir():
+        return
+    for leftover in checkpoints_dir.glob("*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for old in checkpoints_dir.glob("*.old"):
+        current = old.with_name(old.name.removesuffix(".old"))
+        if current.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, current)
+
+
 def find_checkpoint(directory: Path) -> Path | None:
     """The complete checkpoint at `directory`, or the previous one if a swap was interrupted."""
     for candidate in (directory, directory.with_name(directory.name + ".old")):

@@ -29,6 +29,7 @@ from minitx.train.checkpoint import (
     load_meta,
     load_trainer_state,
     load_weights,
+    recover_checkpoints,
     save_checkpoint,
 )
 from minitx.train.optim import build_optimizer, build_scheduler
@@ -53,6 +54,8 @@ class TrainState:
 
 
 def is_better(score: float, best: float | None, metric: str) -> bool:
+    if not math.isfinite(score):
+        return False
     if best is None:
         return True
     return score < best if metric in LOWER_IS_BETTER else score > best
@@ -81,6 +84,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     state = TrainState()
 
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
+    recover_checkpoints(last_dir.parent)
     resume_from = find_checkpoint(last_dir)
     last_scores: dict = {}
     if resume_from is not None:
@@ -139,6 +143,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
             while state.batch_in_epoch < len(batches):
                 micro_batches = batches[state.batch_in_epoch : state.batch_in_epoch + tc.accumulate]
                 loss_sum, grad_norm = train_step(model, optimizer, micro_batches, cfg, device)
+                if not torch.isfinite(grad_norm):
+                    _stop_on_divergence(
+                        run_dir, model, optimizer, scheduler, state, loss_sum, grad_norm
+                    )
                 scheduler.step()
                 state.step += 1
                 state.batch_in_epoch += len(micro_batches)
@@ -168,10 +176,6 @@ def train(cfg: Config, run_dir: Path) -> dict:
                         lr=f"{lr:.2e}",
                         tok_s=f"{window['tokens'] / seconds:.0f}",
                     )
-                    if not math.isfinite(loss):
-                        raise UserError(
-                            f"the loss became {loss} at step {state.step}; lower train.lr or set train.clip_norm"
-                        )
                     window = {
                         "loss": torch.zeros((), device=device),
                         "tokens": 0,
@@ -247,7 +251,10 @@ def train_step(
         loss_sum += loss.detach()
     max_norm = cfg.train.clip_norm if cfg.train.clip_norm > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    optimizer.step()
+    # A non-finite norm means the loss diverged: skip the update so the weights stay finite, and
+    # let the caller stop. This costs one host sync per step, worth it to never save NaN weights.
+    if torch.isfinite(grad_norm):
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm
 
@@ -262,6 +269,18 @@ def validation_scores(
         model, pairs, data.codecs, device, cfg.run.dtype, cfg.train.batch_tokens, 1, cfg.decode
     )
     return scores
+
+
+def _stop_on_divergence(run_dir, model, optimizer, scheduler, state, loss_sum, grad_norm) -> None:
+    """Keep the last finite weights as a crash checkpoint (never `best`) and stop with the step."""
+    crash_dir = run_dir / "checkpoints" / "crash"
+    meta = {"step": state.step, "epoch": state.epoch, "failed_step": state.step + 1}
+    save_checkpoint(crash_dir, model, meta, _trainer_state(optimizer, scheduler, state))
+    raise UserError(
+        f"the loss or gradient became non-finite at step {state.step + 1} "
+        f"(loss {float(loss_sum):.4g}, gradient norm {float(grad_norm):.4g}); the weights before "
+        f"it are in {crash_dir}; lower train.lr or raise train.warmup_steps"
+    )
 
 
 def _limit_reached(
