@@ -19,8 +19,9 @@ def keep_freed_memory() -> None:
     """Let glibc keep freed tensor memory for reuse instead of handing it back to the OS.
 
     By default every large tensor is a fresh mmap that is unmapped when freed, so each training
-    step page-faults its activations in again: on the 2-core CPU this spent half the time in the
-    kernel, and raising the thresholds made a Multi30k step 1.4-1.6x faster.
+    step page-faults its activations in again. On the 2-core CPU, keeping the memory made Multi30k
+    training 1.2x (fp32) and 1.4x (bf16) faster, at the cost of a larger resident size
+    (`python scripts/bench_train.py` against `--default-malloc`).
     """
     if not sys.platform.startswith("linux"):
         return

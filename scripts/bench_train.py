@@ -66,9 +66,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument(
+        "--default-malloc", action="store_true", help="skip runtime.keep_freed_memory (to compare)"
+    )
     args = parser.parse_args()
 
-    runtime.keep_freed_memory()
+    if not args.default_malloc:
+        runtime.keep_freed_memory()
     cfg = load_config(ROOT / "configs" / "multi30k_de_en_raw.yaml", [f"data.path={args.data}"])
     train = load_split_pairs(cfg, "train")
     t = cfg.tokenizer
@@ -108,6 +112,7 @@ def main() -> None:
 
     summary = {
         "threads": torch.get_num_threads(),
+        "malloc_tuned": not args.default_malloc,
         "steps": args.steps,
         "padding_fraction": round(
             padding_fraction(groups, pairs.src_lengths, pairs.tgt_lengths), 4

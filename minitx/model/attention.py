@@ -85,7 +85,7 @@ class MultiHeadAttention(nn.Module):
         causal = causal and q_len > 1
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
             # torch's fused CPU kernel is slow in bf16: its backward took 7x longer than these
-            # three ops on Multi30k-sized batches (torch 2.13, scripts/bench_train.py).
+            # three ops on Multi30k-sized batches (torch 2.13, scripts/bench_attention.py).
             out = explicit_attention(q, k, v, mask, causal, dropout)
         else:
             out = F.scaled_dot_product_attention(
