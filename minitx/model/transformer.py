@@ -28,25 +28,33 @@ class Embedding(nn.Module):
         return self.dropout(x)
 
 
+def layer_sizes(cfg: ModelConfig) -> dict:
+    """The plain arguments every encoder and decoder layer takes."""
+    return {
+        "d_model": cfg.d_model,
+        "n_heads": cfg.n_heads,
+        "d_ff": cfg.d_ff,
+        "dropout": cfg.dropout,
+        "attention_dropout": cfg.attention_dropout,
+        "activation_dropout": cfg.activation_dropout,
+        "activation": cfg.activation,
+        "pre_norm": cfg.norm == "pre",
+    }
+
+
+def final_norm(cfg: ModelConfig) -> nn.Module:
+    # Pre-norm leaves the residual stream unnormalised; one final norm fixes its scale.
+    return nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig, embedding: Embedding):
         super().__init__()
         self.embedding = embedding
         self.layers = nn.ModuleList(
-            EncoderLayer(
-                cfg.d_model,
-                cfg.n_heads,
-                cfg.d_ff,
-                cfg.dropout,
-                cfg.attention_dropout,
-                cfg.activation_dropout,
-                cfg.activation,
-                cfg.norm == "pre",
-            )
-            for _ in range(cfg.n_encoder_layers)
+            EncoderLayer(**layer_sizes(cfg)) for _ in range(cfg.n_encoder_layers)
         )
-        # Pre-norm leaves the residual stream unnormalised; one final norm fixes its scale.
-        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        self.final_norm = final_norm(cfg)
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         x = self.embedding(src)
@@ -60,19 +68,9 @@ class Decoder(nn.Module):
         super().__init__()
         self.embedding = embedding
         self.layers = nn.ModuleList(
-            DecoderLayer(
-                cfg.d_model,
-                cfg.n_heads,
-                cfg.d_ff,
-                cfg.dropout,
-                cfg.attention_dropout,
-                cfg.activation_dropout,
-                cfg.activation,
-                cfg.norm == "pre",
-            )
-            for _ in range(cfg.n_decoder_layers)
+            DecoderLayer(**layer_sizes(cfg)) for _ in range(cfg.n_decoder_layers)
         )
-        self.final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
+        self.final_norm = final_norm(cfg)
         self.output = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = embedding.tokens.weight  # Press & Wolf (2017)
