@@ -164,11 +164,25 @@ def _read_text_lines(data: bytes, where: str) -> list[str]:
 
 
 def main() -> None:
+    """Run the CLI; every way it can fail ends in one line on stderr and a documented exit code."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        _fail(f"error: {exc}", 2)
+    except typer.TyperException as exc:  # bad or missing arguments and options
+        message = exc.format_message()
+        if not message:  # `minitx` alone: the help was shown
+            raise SystemExit(2) from None
+        commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+        command = f"{sys.argv[1]} " if len(sys.argv) > 1 and sys.argv[1] in commands else ""
+        _fail(f"error: {message} (see 'minitx {command}--help')", 2)
     except TrainingInterrupted as exc:
-        typer.echo(str(exc), err=True)
-        raise SystemExit(128 + exc.signal_number) from None
+        _fail(str(exc), 128 + exc.signal_number)
+    except (KeyboardInterrupt, typer.Abort):
+        _fail("interrupted", 130)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, exit_code: int) -> None:
+    typer.echo(message, err=True)
+    raise SystemExit(exit_code)

@@ -97,7 +97,8 @@ def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunDat
     else:
         train = raw["train"] if "train" in raw else load_split_pairs(cfg, "train")
         t = cfg.tokenizer
-        info(f"training a {t.type} tokenizer ({t.vocab_size} tokens) on {len(train)} pairs")
+        if not t.path:
+            info(f"training a {t.type} tokenizer ({t.vocab_size} tokens) on {len(train)} pairs")
         codecs = build_codecs(
             train["src"], train["tgt"], t.type, t.vocab_size, t.joint, t.min_frequency, t.path
         )

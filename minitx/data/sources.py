@@ -176,8 +176,8 @@ def _drop_empty(dataset: datasets.Dataset, split: str) -> datasets.Dataset:
         ],
         batched=True,
     )
-    if len(dataset) < before:
-        info(f"{split}: skipped {before - len(dataset)} pair(s) with an empty side")
     if len(dataset) == 0:
         raise UserError(f"split '{split}' has no non-empty sentence pairs")
+    if len(dataset) < before:
+        info(f"{split}: skipped {before - len(dataset)} pair(s) with an empty side")
     return dataset

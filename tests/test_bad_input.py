@@ -1,0 +1,467 @@
+"""Bad input as a user would type it: every case exits with 2 and one `error:` line naming the fix,
+with no traceback, and leaves the trained run directory untouched.
+
+The CLI runs in-process (`minitx.cli.main` with a patched argv) so the table stays fast.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minitx.cli import main
+
+from conftest import PAIRS, tiny_config_yaml, write_parallel
+
+
+def run_cli(args, monkeypatch, capsys, stdin: bytes = b""):
+    monkeypatch.setattr(sys, "argv", ["minitx", *map(str, args)])
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def digest(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Data, a valid config and a tiny trained run, shared by every case."""
+    root = tmp_path_factory.mktemp("bad_input")
+    data = root / "data"
+    write_parallel(data, "train", PAIRS * 5, gz=True)
+    write_parallel(data, "val", PAIRS[:3], gz=True)
+    write_parallel(data, "test", PAIRS[3:], gz=True)
+    config = root / "good.yaml"
+    config.write_text(tiny_config_yaml(str(data)))
+    run = root / "run"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(
+        sys,
+        "argv",
+        [
+            "minitx",
+            "train",
+            str(config),
+            "--run-dir",
+            str(run),
+            "--quiet",
+            "--set",
+            "train.max_steps=3",
+            "--set",
+            "train.eval_every=3",
+        ],
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    mp.undo()
+    assert exit_info.value.code == 0
+    return {"root": root, "data": data, "config": config, "run": run}
+
+
+def _write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def config_with(world, tmp: Path, extra: str = "", data: str | None = None) -> Path:
+    return _write(tmp / "c.yaml", tiny_config_yaml(data or str(world["data"]), extra))
+
+
+def data_dir(tmp: Path, **files: str | bytes) -> Path:
+    for name, content in files.items():
+        _write(tmp / "d" / name.replace("__", "."), content)
+    return tmp / "d"
+
+
+def gz(text: str) -> bytes:
+    return gzip.compress(text.encode())
+
+
+def lines(side: int, n: int = 6) -> str:
+    return "".join(p[side] + "\n" for p in (PAIRS * 3)[:n])
+
+
+def damaged_run(world, tmp: Path, damage) -> Path:
+    run = tmp / "run_copy"
+    shutil.copytree(world["run"], run)
+    damage(run)
+    return run
+
+
+def _bad_pickle(run: Path) -> None:
+    class Marker:
+        def __reduce__(self):
+            return (open, (str(run / "PWNED"), "w"))
+
+    torch.save({"state": Marker()}, run / "checkpoints/last/trainer.pt")
+
+
+# (case id, function(world, tmp) → argv, expected fragments of the error line)
+CASES = [
+    # --- configs ---------------------------------------------------------------------------
+    (
+        "yaml-syntax",
+        lambda w, t: ["train", _write(t / "c.yaml", "model: {d_model: 64\n")],
+        ["line", "fix the YAML"],
+    ),
+    (
+        "yaml-tabs",
+        lambda w, t: ["train", _write(t / "c.yaml", "model:\n\td_model: 64\n")],
+        ["YAML"],
+    ),
+    (
+        "yaml-top-list",
+        lambda w, t: ["train", _write(t / "c.yaml", "- 1\n")],
+        ["top level must be a mapping"],
+    ),
+    (
+        "yaml-not-utf8",
+        lambda w, t: ["train", _write(t / "c.yaml", b"model: {d_model: \xff}\n")],
+        ["UTF-8"],
+    ),
+    ("config-missing", lambda w, t: ["train", t / "none.yaml"], ["config file not found"]),
+    ("config-is-dir", lambda w, t: ["train", t], ["config file not found"]),
+    (
+        "unknown-section",
+        lambda w, t: ["train", config_with(w, t, "modle: {}")],
+        ["did you mean 'model'"],
+    ),
+    (
+        "unknown-key",
+        lambda w, t: ["train", config_with(w, t, "decode: {beam: 2}")],
+        ["did you mean 'decode.beam_size'"],
+    ),
+    (
+        "wrong-type-int",
+        lambda w, t: ["train", w["config"], "--set", "model.d_model=big"],
+        ["model.d_model: expected an integer"],
+    ),
+    (
+        "wrong-type-bool",
+        lambda w, t: ["train", w["config"], "--set", "tokenizer.joint=maybe"],
+        ["expected true or false"],
+    ),
+    (
+        "wrong-choice",
+        lambda w, t: ["train", w["config"], "--set", "run.dtype=fp8"],
+        ["run.dtype", "'bf16'"],
+    ),
+    (
+        "task-unknown",
+        lambda w, t: ["train", w["config"], "--set", "task=summarise"],
+        ["task: expected one of 'translation'"],
+    ),
+    (
+        "negative-size",
+        lambda w, t: ["train", w["config"], "--set", "model.d_model=-8"],
+        ["at least 8"],
+    ),
+    (
+        "zero-heads",
+        lambda w, t: ["train", w["config"], "--set", "model.n_heads=0"],
+        ["model.n_heads: must be at least 1"],
+    ),
+    (
+        "heads-not-dividing",
+        lambda w, t: ["train", w["config"], "--set", "model.n_heads=3"],
+        ["divisible by model.n_heads (3)"],
+    ),
+    (
+        "dropout-too-big",
+        lambda w, t: ["train", w["config"], "--set", "model.dropout=1.5"],
+        ["at most 0.9"],
+    ),
+    (
+        "zero-batch",
+        lambda w, t: ["train", w["config"], "--set", "train.batch_tokens=0"],
+        ["train.batch_tokens"],
+    ),
+    (
+        "beam-zero-config",
+        lambda w, t: ["train", w["config"], "--set", "decode.beam_size=0"],
+        ["decode.beam_size"],
+    ),
+    (
+        "bad-duration",
+        lambda w, t: ["train", w["config"], "--set", "train.max_time=soon"],
+        ["train.max_time", "30m"],
+    ),
+    (
+        "bad-betas",
+        lambda w, t: ["train", w["config"], "--set", "train.betas=[0.9]"],
+        ["train.betas must be two numbers"],
+    ),
+    (
+        "section-not-mapping",
+        lambda w, t: ["train", w["config"], "--set", "model=5"],
+        ["model must be a mapping"],
+    ),
+    (
+        "splits-missing-role",
+        lambda w, t: ["train", w["config"], "--set", "data.splits={train: train, validation: val}"],
+        ["data.splits needs keys ['test']"],
+    ),
+    (
+        "splits-unknown-role",
+        lambda w, t: [
+            "train",
+            w["config"],
+            "--set",
+            "data.splits={train: a, validation: b, test: c, dev: d}",
+        ],
+        ["unknown keys ['dev']"],
+    ),
+    (
+        "set-without-equals",
+        lambda w, t: ["train", w["config"], "--set", "train.lr"],
+        ["--set expects KEY=VALUE"],
+    ),
+    (
+        "set-unknown-key",
+        lambda w, t: ["train", w["config"], "--set", "train.lr_max=1"],
+        ["unknown key 'train.lr_max'"],
+    ),
+    (
+        "many-problems-at-once",
+        lambda w, t: ["train", w["config"], "--set", "model.d_ff=0", "--set", "run.seed=x"],
+        ["2 problem(s)", "model.d_ff", "run.seed"],
+    ),
+    # --- data --------------------------------------------------------------------------------
+    (
+        "data-dir-missing",
+        lambda w, t: ["train", config_with(w, t, data=str(t / "nowhere"))],
+        ["data directory not found"],
+    ),
+    (
+        "data-path-is-file",
+        lambda w, t: ["train", config_with(w, t, data=str(w["config"]))],
+        ["must be a directory"],
+    ),
+    (
+        "split-missing",
+        lambda w, t: [
+            "train",
+            config_with(w, t, data=str(data_dir(t, train__de="a\n", train__en="b\n"))),
+        ],
+        ["no split 'val'", "data.splits"],
+    ),
+    (
+        "side-missing",
+        lambda w, t: ["train", config_with(w, t, data=str(data_dir(t, train__de="a\n")))],
+        ["no train.en or train.en.gz"],
+    ),
+    (
+        "line-counts-differ",
+        lambda w, t: [
+            "train",
+            config_with(w, t, data=str(data_dir(t, train__de=lines(0, 6), train__en=lines(1, 5)))),
+        ],
+        ["6 lines", "5", "align"],
+    ),
+    (
+        "all-lines-empty",
+        lambda w, t: [
+            "train",
+            config_with(w, t, data=str(data_dir(t, train__de="\n\n", train__en="\n\n"))),
+        ],
+        ["no non-empty sentence pairs"],
+    ),
+    (
+        "data-not-utf8",
+        lambda w, t: [
+            "train",
+            config_with(w, t, data=str(data_dir(t, train__de=b"\xff\xfe\n", train__en="a\n"))),
+        ],
+        ["not UTF-8"],
+    ),
+    (
+        "gzip-corrupt",
+        lambda w, t: [
+            "train",
+            config_with(
+                w, t, data=str(data_dir(t, train__de__gz=b"not gzip", train__en__gz=gz("a\n")))
+            ),
+        ],
+        ["cannot read"],
+    ),
+    (
+        "tsv-missing-column",
+        lambda w, t: [
+            "train",
+            config_with(w, t, data=str(data_dir(t, train__tsv="source\ttarget\na\tb\n"))),
+        ],
+        ["no column 'de' or 'en'", "columns are"],
+    ),
+    (
+        "translation-column-wrong-langs",
+        lambda w, t: [
+            "train",
+            config_with(
+                w,
+                t,
+                data=str(data_dir(t, train__jsonl='{"translation": {"fr": "a", "en": "b"}}\n')),
+            ),
+        ],
+        ["languages ['en', 'fr']"],
+    ),
+    (
+        "tokenizer-file-missing",
+        lambda w, t: ["train", config_with(w, t, f"tokenizer: {{path: {t / 'tok.json'}}}")],
+        ["tokenizer file not found"],
+    ),
+    (
+        "tokenizer-file-broken",
+        lambda w, t: [
+            "train",
+            config_with(w, t, f"tokenizer: {{path: {_write(t / 'tok.json', '{oops')}}}"),
+        ],
+        ["not a valid tokenizer.json"],
+    ),
+    # --- command-line arguments --------------------------------------------------------------
+    ("no-such-command", lambda w, t: ["fly"], ["No such command 'fly'"]),
+    ("train-no-config", lambda w, t: ["train"], ["Missing argument"]),
+    ("eval-run-missing", lambda w, t: ["eval", t / "nope"], ["run directory not found"]),
+    ("eval-not-a-run", lambda w, t: ["eval", t], ["not a minitx run directory"]),
+    ("eval-unknown-split", lambda w, t: ["eval", w["run"], "--split", "dev"], ["no split 'dev'"]),
+    (
+        "eval-beam-zero",
+        lambda w, t: ["eval", w["run"], "--beam", "0"],
+        ["--beam", "minitx eval --help"],
+    ),
+    ("eval-beam-not-int", lambda w, t: ["eval", w["run"], "--beam", "five"], ["--beam"]),
+    (
+        "eval-bad-checkpoint-name",
+        lambda w, t: ["eval", w["run"], "--checkpoint", "middle"],
+        ["best, last"],
+    ),
+    (
+        "eval-bad-set",
+        lambda w, t: ["eval", w["run"], "--set", "decode.beam=2"],
+        ["did you mean 'decode.beam_size'"],
+    ),
+    (
+        "translate-input-missing",
+        lambda w, t: ["translate", w["run"], "--input", t / "none.txt"],
+        ["input file not found"],
+    ),
+    (
+        "translate-text-and-input",
+        lambda w, t: ["translate", w["run"], "x", "--input", w["config"]],
+        ["not both"],
+    ),
+    (
+        "translate-batch-zero",
+        lambda w, t: ["translate", w["run"], "x", "--batch-size", "0"],
+        ["--batch-size"],
+    ),
+    (
+        "translate-input-not-utf8",
+        lambda w, t: ["translate", w["run"], "--input", _write(t / "in.txt", b"\xff\n")],
+        ["not UTF-8"],
+    ),
+    (
+        "fresh-without-yes",
+        lambda w, t: ["train", w["config"], "--run-dir", w["run"], "--fresh"],
+        ["--yes"],
+    ),
+    (
+        "resume-changed-model",
+        lambda w, t: ["train", w["config"], "--run-dir", w["run"], "--set", "model.d_ff=128"],
+        ["model.d_ff: 64 → 128"],
+    ),
+    # --- checkpoints -------------------------------------------------------------------------
+    (
+        "weights-truncated",
+        lambda w, t: [
+            "eval",
+            damaged_run(
+                w, t, lambda r: _write(r / "checkpoints/best/model.safetensors", b"\x10\x00")
+            ),
+        ],
+        ["damaged"],
+    ),
+    (
+        "meta-corrupt",
+        lambda w, t: [
+            "eval",
+            damaged_run(w, t, lambda r: _write(r / "checkpoints/best/meta.json", "{")),
+        ],
+        ["meta.json"],
+    ),
+    (
+        "no-checkpoint-yet",
+        lambda w, t: ["eval", damaged_run(w, t, lambda r: shutil.rmtree(r / "checkpoints"))],
+        ["no 'best' checkpoint"],
+    ),
+    (
+        "tokenizer-does-not-fit-weights",
+        lambda w, t: [
+            "eval",
+            damaged_run(w, t, lambda r: _write(r / "tokenizer.json", _bigger_tokenizer())),
+        ],
+        ["different model config"],
+    ),
+    (
+        "trainer-state-corrupt",
+        lambda w, t: [
+            "train",
+            w["config"],
+            "--run-dir",
+            damaged_run(w, t, lambda r: _write(r / "checkpoints/last/trainer.pt", b"garbage")),
+        ],
+        ["cannot load trainer state"],
+    ),
+    (
+        "trainer-state-runs-code",
+        lambda w, t: ["train", w["config"], "--run-dir", damaged_run(w, t, _bad_pickle)],
+        ["cannot load trainer state"],
+    ),
+]
+
+
+def _bigger_tokenizer() -> str:
+    from minitx.data.tokenizer import train_tokenizer
+
+    texts = [s for p in PAIRS for s in p] + [f"word{i} token{i}" for i in range(200)]
+    return train_tokenizer(texts, "bpe", 300, 1).to_str()
+
+
+def test_the_table_has_at_least_fifty_cases():
+    assert len(CASES) >= 50
+    assert len({case_id for case_id, _, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("case_id", "make_args", "fragments"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input(world, tmp_path, monkeypatch, capsys, case_id, make_args, fragments):
+    before = digest(world["run"])
+    args = make_args(world, tmp_path)
+    if args[0] == "train" and "--run-dir" not in args:
+        args = [*args, "--run-dir", tmp_path / "new_run"]
+    code, _, stderr = run_cli(args, monkeypatch, capsys)
+    assert code == 2, stderr
+    error_lines = stderr.strip().splitlines()
+    assert len(error_lines) == 1, stderr
+    assert error_lines[0].startswith("error: ") and "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0], (fragment, error_lines[0])
+    assert digest(world["run"]) == before
+    assert not list(tmp_path.rglob("PWNED"))
