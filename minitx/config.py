@@ -137,6 +137,9 @@ class RunConfig:
         "fp32", "autocast dtype for matmuls; weights stay fp32"
     )
     threads: int | None = _key(None, "CPU threads for torch (null: torch's default)", min=1)
+    deterministic: bool = _key(
+        False, "deterministic algorithms only: same seed, same metrics (see README for GPU limits)"
+    )
 
 
 @dataclass(frozen=True)

@@ -247,3 +247,48 @@ def test_signal_finishes_the_step_saves_and_says_how_to_resume(
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"from step {saved['step']}" in resumed.stderr
+
+
+def test_kill_9_at_a_random_moment_then_train_again_continues(parallel_dir, tmp_path):
+    import random
+    import signal
+    import time
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_config_yaml(str(parallel_dir)))
+    run_dir = tmp_path / "run"
+    args = ["--set", "train.eval_every=2", "--set", "train.log_every=1"]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minitx",
+            "train",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "train.max_steps=100000",
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    meta = run_dir / "checkpoints/last/meta.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not meta.is_file():
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 1.0))  # anywhere: mid-step, mid-validation or mid-save
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+    resumed = minitx("train", config, "--run-dir", run_dir, "--set", "train.max_steps=1", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    step = json.loads(meta.read_text())["step"]
+    assert step >= 2 and f"from step {step}" in resumed.stderr
+    leftovers = [
+        p.name for p in (run_dir / "checkpoints").iterdir() if p.name.endswith((".tmp", ".old"))
+    ]
+    assert leftovers == []

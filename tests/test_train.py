@@ -112,3 +112,31 @@ def test_non_finite_loss_stops_with_a_crash_checkpoint_that_never_becomes_best(
         torch.isfinite(t).all()
         for t in load_file(tmp_path / "run/checkpoints/crash/model.safetensors").values()
     )
+
+
+def test_same_seed_deterministic_runs_write_identical_metrics(parallel_dir, tmp_path):
+    cfg = _config(parallel_dir, max_steps=6, eval_every=3, log_every=1)
+    from dataclasses import replace
+
+    cfg = replace(cfg, run=replace(cfg.run, deterministic=True))
+    timing = {"time", "elapsed", "tgt_tokens_per_s"}
+
+    def metrics(run_dir):
+        _train(cfg, run_dir)
+        events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in e.items() if k not in timing} for e in events]
+
+    try:
+        assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_resume_records_changed_training_keys(parallel_dir, tmp_path):
+    _train(_config(parallel_dir, max_steps=3, eval_every=3), tmp_path / "run")
+    _train(_config(parallel_dir, max_steps=5, eval_every=3), tmp_path / "run")
+    events = [
+        json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    ]
+    resume = [e for e in events if e["event"] == "resume"]
+    assert resume == [{**resume[0], "step": 3, "changed": ["train.max_steps: 3 → 5"]}]

@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from minitx import runtime
-from minitx.config import Config, parse_duration, save_config
+from minitx.config import Config, config_to_dict, parse_duration, save_config
 from minitx.data.batching import Batch, EncodedPairs, padding_fraction, token_budget_batches
 from minitx.errors import TrainingInterrupted, UserError
 from minitx.evaluate import score_pairs
 from minitx.metrics import MetricsLog
 from minitx.model.transformer import Seq2Seq, build_model
 from minitx.progress import bar, info
-from minitx.run_dir import RunData, load_run_data
+from minitx.run_dir import RunData, config_differences, load_run_config, load_run_data
 from minitx.train.checkpoint import (
     find_checkpoint,
     load_meta,
@@ -65,7 +65,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     """Train (or resume) the run in `run_dir`; return the final validation scores."""
     runtime.set_threads(cfg.run.threads)
     runtime.keep_freed_memory()
-    runtime.seed_everything(cfg.run.seed)
+    runtime.seed_everything(cfg.run.seed, cfg.run.deterministic)
     device = runtime.resolve_device(cfg.run.device)
     tc = cfg.train
     max_time = parse_duration(tc.max_time) if tc.max_time else math.inf
@@ -89,9 +89,20 @@ def train(cfg: Config, run_dir: Path) -> dict:
     last_scores: dict = {}
     if resume_from is not None:
         last_scores = _restore(resume_from, model, optimizer, scheduler, state, device)
-        info(f"resuming {run_dir} from step {state.step} (epoch {state.epoch + 1})")
-    save_config(cfg, run_dir / "config.yaml")
     log = MetricsLog(run_dir / "metrics.jsonl")
+    if resume_from is not None:
+        # prepare_run_dir refused changes to data, tokenizer and model; the rest is recorded here.
+        changed = config_differences(
+            config_to_dict(load_run_config(run_dir)),
+            config_to_dict(cfg),
+            ("train", "decode", "run"),
+        )
+        log.write("resume", step=state.step, changed=changed)
+        info(
+            f"resuming {run_dir} from step {state.step} (epoch {state.epoch + 1})"
+            + (f" with {'; '.join(changed)}" if changed else "")
+        )
+    save_config(cfg, run_dir / "config.yaml")
     n_params = sum(p.numel() for p in model.parameters())
     info(
         f"training on {device} ({cfg.run.dtype}): {n_params / 1e6:.1f}M parameters, "
