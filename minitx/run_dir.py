@@ -65,7 +65,15 @@ def prepare_run_dir(cfg: Config, run_dir: Path, fresh: bool) -> None:
                 f"{run_dir} was trained with a different config ({'; '.join(changed)}); "
                 "use another --run-dir, or --fresh to start over"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to {run_dir} ({exc.strerror}); choose another --run-dir"
+        ) from None
 
 
 def config_differences(old: dict, new: dict, sections: tuple[str, ...]) -> list[str]:

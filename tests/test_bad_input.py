@@ -388,6 +388,11 @@ CASES = [
         lambda w, t: ["train", w["config"], "--run-dir", w["run"], "--set", "model.d_ff=128"],
         ["model.d_ff: 64 → 128"],
     ),
+    (
+        "run-dir-unwritable",
+        lambda w, t: ["train", w["config"], "--run-dir", _write(t / "file", "x") / "run"],
+        ["cannot write to", "--run-dir"],
+    ),
     # --- checkpoints -------------------------------------------------------------------------
     (
         "weights-truncated",

@@ -34,12 +34,10 @@ def test_a_save_that_fails_half_way_leaves_the_previous_checkpoint(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint, "save_model", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="No space left on device.*previous one is intact"):
         save_checkpoint(ckpt, _model(tiny_model_config), {"step": 2}, {"state": {"step": 2}})
     monkeypatch.undo()
 
-    assert (tmp_path / "checkpoints" / "last.tmp").exists()
-    recover_checkpoints(tmp_path / "checkpoints")
     assert not (tmp_path / "checkpoints" / "last.tmp").exists()
     restored = _model(tiny_model_config)
     load_weights(find_checkpoint(ckpt), restored, torch.device("cpu"))
@@ -48,6 +46,18 @@ def test_a_save_that_fails_half_way_leaves_the_previous_checkpoint(
         for a, b in zip(first.state_dict().values(), restored.state_dict().values(), strict=True)
     )
     assert load_trainer_state(ckpt)["state"]["step"] == 1
+
+
+def test_a_half_written_checkpoint_from_a_killed_process_is_removed_on_the_next_start(
+    tiny_model_config, tmp_path
+):
+    ckpt = tmp_path / "checkpoints" / "last"
+    save_checkpoint(ckpt, _model(tiny_model_config), {"step": 1})
+    (tmp_path / "checkpoints" / "last.tmp").mkdir()
+    (tmp_path / "checkpoints" / "last.tmp" / "model.safetensors").write_bytes(b"half")
+    recover_checkpoints(tmp_path / "checkpoints")
+    assert not (tmp_path / "checkpoints" / "last.tmp").exists()
+    assert find_checkpoint(ckpt) == ckpt
 
 
 def test_a_crash_between_the_renames_keeps_the_old_checkpoint(tiny_model_config, tmp_path):

@@ -33,8 +33,26 @@ def _fsync(path: Path) -> None:
 def save_checkpoint(
     directory: Path, model: nn.Module, meta: dict, trainer_state: dict | None = None
 ) -> None:
+    """Write a complete checkpoint at `directory`, replacing the one there only once it is whole."""
     tmp = directory.with_name(directory.name + ".tmp")
+    try:
+        _write_complete(tmp, model, meta, trainer_state)
+    except OSError as exc:  # disk full, quota, permissions: the previous checkpoint is untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(
+            f"cannot write checkpoint {directory} ({exc.strerror or exc}); the previous one is "
+            "intact: free disk space, then run the same command to resume"
+        ) from None
     old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    _fsync(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_complete(tmp: Path, model: nn.Module, meta: dict, trainer_state: dict | None) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / WEIGHTS))  # handles tied (shared) tensors
@@ -44,12 +62,6 @@ def save_checkpoint(
     for file in tmp.iterdir():
         _fsync(file)
     _fsync(tmp)
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    _fsync(directory.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def recover_checkpoints(checkpoints_dir: Path) -> None:
