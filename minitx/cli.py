@@ -149,7 +149,7 @@ def translate(
     for i, text in zip(
         non_empty,
         translate_texts(run, [lines[i] for i in non_empty], beam, batch_size),
-        strict=False,
+        strict=True,
     ):
         outputs[i] = text
     for line in outputs:
@@ -158,9 +158,14 @@ def translate(
 
 def _read_text_lines(data: bytes, where: str) -> list[str]:
     try:
-        return data.decode("utf-8").splitlines()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{where} is not UTF-8 text (bad byte at position {exc.start})") from None
+    # Only newlines separate sentences: str.splitlines would also split on form feeds and U+2028.
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
 
 
 def main() -> None:

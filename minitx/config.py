@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -48,6 +49,7 @@ class DataConfig:
     synthetic_size: int = _key(
         20000, "number of training pairs of the synthetic task (data.path: synthetic)", min=10
     )
+    synthetic_seed: int = _key(1, "seed that generates the synthetic task's pairs", min=0)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ class TrainConfig:
     clip_norm: float = _key(1.0, "clip the gradient norm to this (0 disables)", min=0.0)
     max_steps: int = _key(100000, "stop after this many optimizer steps", min=1)
     max_epochs: int = _key(1000, "stop after this many epochs", min=1)
-    max_time: str | None = _key(None, "stop after this wall time: seconds or e.g. 90s, 30m, 1.5h")
+    max_time: float | str | None = _key(
+        None, "stop after this wall time: seconds, or e.g. 90s, 30m, 1.5h", min=0
+    )
     log_every: int = _key(50, "steps between progress log lines in metrics.jsonl", min=1)
     eval_every: int = _key(1000, "steps between validations (and checkpoints)", min=1)
     eval_max_sentences: int | None = _key(
@@ -121,7 +125,7 @@ class DecodeConfig:
     beam_size: int = _key(5, "beam width for eval/translate (1 = greedy)", min=1)
     length_penalty: float = _key(1.0, "beam score = log-prob / length**length_penalty", min=0.0)
     max_len_ratio: float = _key(
-        1.5, "maximum output length = ratio × source length + offset", min=0.0
+        1.5, "maximum output length = ratio × source length + offset", min=0.0, max=100.0
     )
     max_len_offset: int = _key(10, "see max_len_ratio", min=0)
     batch_size: int = _key(128, "sentences decoded together", min=1)
@@ -129,7 +133,7 @@ class DecodeConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    seed: int = _key(1, "seed for weights, dropout and batch order")
+    seed: int = _key(1, "seed for weights, dropout and batch order", min=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = _key(
         "auto", "auto picks cuda, then mps, then cpu"
     )
@@ -170,7 +174,7 @@ class Config:
             )
         if len(self.train.betas) != 2 or not all(0 <= b < 1 for b in self.train.betas):
             errors.append(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
-        if self.train.max_time is not None:
+        if isinstance(self.train.max_time, str):
             try:
                 parse_duration(self.train.max_time)
             except ValueError as exc:
@@ -274,13 +278,9 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
     values = {}
     for key, value in raw.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.5)
-            hint = (
-                f"; did you mean '{prefix}{close[0]}'?"
-                if close
-                else f"; valid keys: {', '.join(fields)}"
+            errors.append(
+                f"unknown key '{prefix}{key}'{_nearest_key_hint(str(key), prefix, fields)}"
             )
-            errors.append(f"unknown key '{prefix}{key}'{hint}")
             continue
         hint_type = hints[key]
         if dataclasses.is_dataclass(hint_type):
@@ -307,6 +307,20 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _nearest_key_hint(key: str, prefix: str, fields: dict) -> str:
+    """'; did you mean …?' from this section first, then from every key of the config."""
+    everywhere = {dotted.rsplit(".", 1)[-1]: dotted for dotted, _, _ in describe_keys()}
+    if key in everywhere:  # the right name in the wrong section
+        return f"; did you mean '{everywhere[key]}'?"
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    close = difflib.get_close_matches(key, list(everywhere), n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean '{everywhere[close[0]]}'?"
+    return f"; valid keys here: {', '.join(fields)}"
 
 
 def _flat_types(hint: Any) -> tuple:
@@ -371,6 +385,8 @@ def _describe(hint: Any) -> str:
 def _range_problem(value: Any, metadata: Any) -> str | None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
+    if not math.isfinite(value):
+        return f"must be a finite number, got {value}"
     if "min" in metadata and value < metadata["min"]:
         return f"must be at least {metadata['min']}, got {value}"
     if "max" in metadata and value > metadata["max"]:

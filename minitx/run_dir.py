@@ -24,8 +24,20 @@ from minitx.errors import UserError
 from minitx.progress import info
 
 CONFIG_FILE = "config.yaml"
-# Sections that shape the weights or the vocabulary: a resumed run must not change them.
+# What a resumed run must not change: the sections that shape the vocabulary and the weights, and
+# the keys whose restored optimizer, scheduler or batch-order state would silently override them.
 FROZEN_SECTIONS = ("task", "data", "tokenizer", "model")
+FROZEN_KEYS = (
+    "train.batch_tokens",
+    "train.accumulate",
+    "train.lr",
+    "train.betas",
+    "train.weight_decay",
+    "train.schedule",
+    "train.warmup_steps",
+    "train.min_lr",
+    "run.seed",
+)
 
 
 @dataclass
@@ -56,10 +68,21 @@ def load_run_config(run_dir: Path) -> Config:
 def prepare_run_dir(cfg: Config, run_dir: Path, fresh: bool) -> None:
     """Create the run directory, wipe it when `fresh`, or check that resuming keeps the model."""
     if fresh and run_dir.exists():
+        if any(run_dir.iterdir()) and not (run_dir / CONFIG_FILE).is_file():
+            raise UserError(
+                f"--fresh deletes run directories only, and {run_dir} is not one (no {CONFIG_FILE})"
+            )
         shutil.rmtree(run_dir)
     if (run_dir / CONFIG_FILE).is_file():
         previous = load_run_config(run_dir)
         changed = config_differences(config_to_dict(previous), config_to_dict(cfg), FROZEN_SECTIONS)
+        changed += [
+            c
+            for c in config_differences(
+                config_to_dict(previous), config_to_dict(cfg), ("train", "run")
+            )
+            if c.split(":")[0] in FROZEN_KEYS
+        ]
         if changed:
             raise UserError(
                 f"{run_dir} was trained with a different config ({'; '.join(changed)}); "
@@ -93,7 +116,13 @@ def load_split_pairs(cfg: Config, split: str):
     """One split of the configured data as a `src`/`tgt` Dataset (`split` is a role or a data name)."""
     d = cfg.data
     return load_pairs(
-        d.path, d.src, d.tgt, split_name(d.splits, split), d.name, d.synthetic_size, cfg.run.seed
+        d.path,
+        d.src,
+        d.tgt,
+        split_name(d.splits, split),
+        d.name,
+        d.synthetic_size,
+        d.synthetic_seed,
     )
 
 

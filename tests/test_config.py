@@ -156,5 +156,5 @@ def test_readme_documents_every_key():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     missing = [key for key, _, _ in describe_keys() if f"`{key}`" not in readme]
     assert not missing, (
-        f"add these keys to the README table (python scripts/config_keys.py): {missing}"
+        f"add these keys to the README (python scripts/config_keys.py --readme): {missing}"
     )

@@ -194,3 +194,9 @@ def test_encode_pairs_filters_long_training_pairs(tmp_path):
         len(s) <= limit and len(t) <= limit
         for s, t in zip(short.src_ids, short.tgt_ids, strict=True)
     )
+
+
+def test_table_cells_stay_text(tmp_path):
+    rows = [("None", "n/a"), ("007", "1.50"), ("NA", "null")]
+    (tmp_path / "train.tsv").write_text("de\ten\n" + "".join(f"{s}\t{t}\n" for s, t in rows))
+    assert _as_pairs(load_pairs(str(tmp_path), "de", "en", "train")) == rows

@@ -54,7 +54,8 @@ def test_hub_unknown_split_and_unreachable_hub_are_user_errors(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(
-        UserError, match="could not be loaded from the Hugging Face Hub.*ConnectionError"
+        UserError,
+        match="no local directory, and loading it as a Hugging Face Hub id failed.*ConnectionError",
     ):
         load_pairs("org/data", "de", "en", "train")
 

@@ -46,14 +46,15 @@ def load_pairs(
     seed: int = 0,
 ) -> datasets.Dataset:
     """Load one split as a Dataset with `src` and `tgt` string columns, empty pairs removed."""
+    local = Path(path).expanduser()
     if path == SYNTHETIC:
         pairs = number_pairs(synthetic_size, seed)
         if split not in pairs:
             raise UserError(f"the synthetic task has splits train, validation, test; not '{split}'")
         dataset = datasets.Dataset.from_dict(pairs[split])
-    elif Path(path).is_dir():
-        dataset = _load_local(Path(path), src, tgt, split)
-    elif Path(path).exists():
+    elif local.is_dir():
+        dataset = _load_local(local, src, tgt, split)
+    elif local.exists():
         raise UserError(
             f"data.path must be a directory of split files or a Hub id, got file {path}"
         )
@@ -77,7 +78,15 @@ def _load_local(directory: Path, src: str, tgt: str, split: str) -> datasets.Dat
     for suffix, builder in TABLE_BUILDERS.items():
         table = directory / f"{split}{suffix}"
         if table.is_file():
-            options = {"delimiter": "\t", "quoting": 3} if suffix == ".tsv" else {}
+            options = {}
+            if builder == "csv":  # cells are text: no NA guessing ("None", "n/a"), no "007" → 7
+                options = {
+                    "converters": {src: str, tgt: str},
+                    "keep_default_na": False,
+                    "na_filter": False,
+                }
+            if suffix == ".tsv":
+                options.update(delimiter="\t", quoting=3)
             dataset = datasets.load_dataset(
                 builder, data_files={split: str(table)}, split=split, **options
             )
@@ -127,7 +136,7 @@ def _load_hub(path: str, name: str | None, src: str, tgt: str, split: str) -> da
         raise UserError(f"cannot load split '{split}' of {path}: {exc}") from None
     except Exception as exc:  # network, missing dataset: the library raises many types
         raise UserError(
-            f"'{path}' is not a local directory and could not be loaded from the Hugging Face Hub "
+            f"'{path}' is no local directory, and loading it as a Hugging Face Hub id failed "
             f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); "
             "check data.path, the dataset id or your network"
         ) from None

@@ -67,6 +67,10 @@ def train(cfg: Config, run_dir: Path) -> dict:
     runtime.keep_freed_memory()
     runtime.seed_everything(cfg.run.seed, cfg.run.deterministic)
     device = runtime.resolve_device(cfg.run.device)
+    if cfg.run.dtype == "fp16":
+        raise UserError(
+            "training in fp16 needs loss scaling, which minitx lacks; use run.dtype=bf16"
+        )
     tc = cfg.train
     max_time = parse_duration(tc.max_time) if tc.max_time else math.inf
 
@@ -132,16 +136,18 @@ def train(cfg: Config, run_dir: Path) -> dict:
             f"chrF {scores['chrf']:.2f}" + (" (best)" if improved else "")
         )
         meta = {"step": state.step, "epoch": state.epoch, "scores": scores}
-        save_checkpoint(last_dir, model, meta, _trainer_state(optimizer, scheduler, state))
+        # best first: a crash between the two must not leave `last` claiming a best never saved
         if improved:
             save_checkpoint(best_dir, model, meta)
+        save_checkpoint(last_dir, model, meta, _trainer_state(optimizer, scheduler, state))
         return scores
 
     started = time.monotonic() - state.elapsed
     progress = bar(total=tc.max_steps, initial=state.step, desc="train", unit="step")
     window = {"loss": torch.zeros((), device=device), "tokens": 0, "since": time.monotonic()}
-    last_validated = state.step if resume_from is not None else -1
+    last_validated = state.step if last_scores else -1
     stop_reason = _limit_reached(state, tc.max_steps, tc.max_epochs, max_time)
+    interrupted = False
     with runtime.StopRequest() as stop_request:
         while stop_reason is None:
             batches = _epoch_batches(
@@ -158,6 +164,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                     _stop_on_divergence(
                         run_dir, model, optimizer, scheduler, state, loss_sum, grad_norm
                     )
+                lr = scheduler.get_last_lr()[0]  # the rate this step used
                 scheduler.step()
                 state.step += 1
                 state.batch_in_epoch += len(micro_batches)
@@ -171,7 +178,6 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 if state.step % tc.log_every == 0:
                     seconds = max(time.monotonic() - window["since"], 1e-9)
                     loss = float(window["loss"]) / max(window["tokens"], 1)
-                    lr = scheduler.get_last_lr()[0]
                     log.write(
                         "train",
                         step=state.step,
@@ -200,7 +206,8 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 stop_reason = stop_reason or _limit_reached(
                     state, tc.max_steps, tc.max_epochs, max_time
                 )
-                if stop_request.signal_number is not None:
+                if stop_reason is None and stop_request.signal_number is not None:
+                    interrupted = True
                     stop_reason = f"stopped by {signal.Signals(stop_request.signal_number).name}"
                 if stop_reason:
                     break
@@ -209,7 +216,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 state.batch_in_epoch = 0
                 stop_reason = _limit_reached(state, tc.max_steps, tc.max_epochs, max_time)
     progress.close()
-    if stop_request.signal_number is not None:
+    if interrupted:
         meta = {"step": state.step, "epoch": state.epoch}
         save_checkpoint(last_dir, model, meta, _trainer_state(optimizer, scheduler, state))
         log.write("end", step=state.step, epoch=state.epoch, reason=stop_reason)
