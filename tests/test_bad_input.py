@@ -384,6 +384,33 @@ CASES = [
         ["--yes"],
     ),
     (
+        "resume-changed-lr",
+        lambda w, t: ["train", w["config"], "--run-dir", w["run"], "--set", "train.lr=1e-4"],
+        ["train.lr: 0.003 → 0.0001"],
+    ),
+    (
+        "resume-changed-seed",
+        lambda w, t: ["train", w["config"], "--run-dir", w["run"], "--set", "run.seed=9"],
+        ["run.seed: 3 → 9"],
+    ),
+    (
+        "fresh-on-a-non-run-directory",
+        lambda w, t: [
+            "train",
+            w["config"],
+            "--run-dir",
+            _write(t / "mine" / "notes.txt", "keep").parent,
+            "--fresh",
+            "--yes",
+        ],
+        ["deletes run directories only"],
+    ),
+    (
+        "train-fp16",
+        lambda w, t: ["train", w["config"], "--set", "run.dtype=fp16"],
+        ["fp16", "bf16"],
+    ),
+    (
         "resume-changed-model",
         lambda w, t: ["train", w["config"], "--run-dir", w["run"], "--set", "model.d_ff=128"],
         ["model.d_ff: 64 → 128"],
@@ -470,3 +497,5 @@ def test_bad_input(world, tmp_path, monkeypatch, capsys, case_id, make_args, fra
         assert fragment in error_lines[0], (fragment, error_lines[0])
     assert digest(world["run"]) == before
     assert not list(tmp_path.rglob("PWNED"))
+    if case_id == "fresh-on-a-non-run-directory":
+        assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
