@@ -89,55 +89,76 @@ def beam_search(
     max_len_offset: int = 10,
     use_cache: bool = True,
 ) -> list[list[int]]:
-    """Keep the `beam_size` best prefixes of each sentence; return the best finished one.
+    """Keep the `beam_size` best unfinished prefixes of each sentence; return the best finished one.
 
-    A finished hypothesis stays in its beam, extended only by padding at no cost, and the final
-    choice divides each score by length**length_penalty (as fairseq's lenpen). With
-    beam_size 1 this is exactly greedy decoding.
+    As in fairseq: each step looks at the 2·K best extensions; those ending in EOS among the top K
+    are finished and scored by log-prob / length**length_penalty, the best K others live on. A
+    sentence is done once K hypotheses have finished. With beam_size 1 this is greedy decoding.
     """
-    batch, k = src.shape[0], beam_size
+    batch, k, device = src.shape[0], beam_size, src.device
     memory, src_mask = model.encode(src)
     memory = memory.repeat_interleave(k, dim=0)  # (B·K, S, D)
     src_mask = src_mask.repeat_interleave(k, dim=0)
-    limits = max_lengths(src, pad_id, max_len_ratio, max_len_offset).repeat_interleave(k)
+    limits = max_lengths(src, pad_id, max_len_ratio, max_len_offset)  # (B,)
     cache = model.new_cache() if use_cache else None
 
-    scores = torch.zeros(batch, k, device=src.device)
+    scores = torch.zeros(batch, k, device=device)
     scores[:, 1:] = -math.inf  # all beams start identical: expand only the first
-    tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=src.device)
-    finished = torch.zeros(batch * k, dtype=torch.bool, device=src.device)
-    lengths = torch.zeros(batch * k, dtype=torch.long, device=src.device)
-    beam_base = torch.arange(batch, device=src.device).unsqueeze(1) * k  # (B, 1)
+    tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=device)
+    beam_base = torch.arange(batch, device=device).unsqueeze(1) * k  # (B, 1)
+    best = _Finished(batch, int(limits.max()) + 1, pad_id, device)
 
     for step in range(int(limits.max())):
         log_probs = _next_log_probs(model, tokens, memory, src_mask, cache)  # (B·K, V)
         vocab = log_probs.shape[1]
-        at_limit = (step >= limits - 1) & ~finished
+        at_limit = (step >= limits - 1).repeat_interleave(k)
         log_probs[at_limit] = torch.where(
-            torch.arange(vocab, device=src.device) == eos_id, log_probs[at_limit], -math.inf
+            torch.arange(vocab, device=device) == eos_id, log_probs[at_limit], -math.inf
         )
-        log_probs[finished] = -math.inf
-        log_probs[finished, pad_id] = 0.0
-
         candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
-        scores, flat = candidates.topk(k, dim=1)  # (B, K)
-        origin = (beam_base + flat // vocab).view(-1)  # which hypothesis each survivor extends
-        new_tokens = (flat % vocab).view(-1, 1)
+        top_scores, top = candidates.topk(2 * k, dim=1)  # (B, 2K)
+        origin = beam_base + top // vocab  # (B, 2K): the hypothesis each candidate extends
+        new_token = top % vocab
+        ends = (new_token == eos_id) & torch.isfinite(top_scores)
 
-        was_finished = finished[origin]
-        tokens = torch.cat([tokens[origin], new_tokens], dim=1)
-        lengths = lengths[origin] + (~was_finished).long()
-        finished = was_finished | (new_tokens.view(-1) == eos_id)
+        best.add(
+            tokens, top_scores[:, :k], origin[:, :k], ends[:, :k], step + 1, length_penalty, eos_id
+        )
+        if bool(best.done(k).all()):
+            break
+        # The K best candidates that do not end here live on.
+        scores, keep = top_scores.masked_fill(ends, -math.inf).topk(k, dim=1)
+        survivors = origin.gather(1, keep).view(-1)
+        tokens = torch.cat([tokens[survivors], new_token.gather(1, keep).view(-1, 1)], dim=1)
         if cache is not None:
             # Cross-attention caches need no reordering: all K beams of a sentence share its source.
             for self_cache, _ in cache:
-                self_cache.reorder(origin)
-        if bool(finished.all()):
-            break
+                self_cache.reorder(survivors)
+    return _strip(best.tokens, eos_id)
 
-    normalised = scores.view(-1) / lengths.clamp(min=1).float() ** length_penalty
-    best = normalised.view(batch, k).argmax(dim=1) + beam_base.view(-1)
-    return _strip(tokens[best], eos_id)
+
+class _Finished:
+    """Per sentence: the best finished hypothesis so far, its normalised score, how many finished."""
+
+    def __init__(self, batch: int, width: int, pad_id: int, device: torch.device):
+        self.score = torch.full((batch,), -math.inf, device=device)
+        self.count = torch.zeros(batch, dtype=torch.long, device=device)
+        self.tokens = torch.full((batch, width + 1), pad_id, dtype=torch.long, device=device)
+
+    def add(self, tokens, scores, origin, ends, length, length_penalty, eos_id) -> None:
+        """Record the candidates (B, K) that end with EOS at output `length` (EOS included)."""
+        normalised = (scores / length**length_penalty).masked_fill(~ends, -math.inf)
+        top_score, top_index = normalised.max(dim=1)  # (B,)
+        improved = top_score > self.score
+        self.count += ends.sum(dim=1)
+        if bool(improved.any()):
+            rows = tokens[origin.gather(1, top_index.unsqueeze(1)).squeeze(1)]  # (B, length)
+            rows = torch.cat([rows, torch.full_like(rows[:, :1], eos_id)], dim=1)
+            self.tokens[improved, : rows.shape[1]] = rows[improved]
+            self.score = torch.where(improved, top_score, self.score)
+
+    def done(self, beam_size: int) -> torch.Tensor:
+        return self.count >= beam_size
 
 
 def translate(

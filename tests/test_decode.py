@@ -109,3 +109,35 @@ def test_tiny_model_overfits_a_handful_of_pairs(tiny_model_config):
     assert loss.item() < 0.05
     assert greedy(model, src, BOS, EOS, PAD) == [t for _, t in pairs]
     assert beam_search(model, src, BOS, EOS, PAD, beam_size=3) == [t for _, t in pairs]
+
+
+class _TableModel:
+    """A stand-in decoder whose next-token probabilities depend only on the last token."""
+
+    A, B, C = 4, 5, 6
+    NEXT = {
+        BOS: {EOS: 0.4, A: 0.35, B: 0.25},
+        A: {C: 0.9, EOS: 0.1},
+        B: {C: 0.99, EOS: 0.01},
+        C: {EOS: 0.99, A: 0.01},
+    }
+
+    def encode(self, src):
+        return torch.zeros(src.shape[0], src.shape[1], 1), (src != PAD)[:, None, None, :]
+
+    def decode(self, tokens, memory, src_mask):
+        probs = torch.full((tokens.shape[0], tokens.shape[1], 7), 1e-9)
+        for row, last in enumerate(tokens[:, -1].tolist()):
+            for token, p in self.NEXT[last].items():
+                probs[row, -1, token] = p
+        return probs.log()
+
+
+def test_a_hypothesis_that_finishes_early_does_not_take_a_beam_slot():
+    src = torch.tensor([[7, 8, 9]])
+    model = _TableModel()
+    # [EOS] finishes first (log 0.4); "a c" (log 0.35·0.9·0.99, length 3) is better per token.
+    assert beam_search(model, src, BOS, EOS, PAD, beam_size=2, use_cache=False) == [
+        [model.A, model.C]
+    ]
+    assert greedy(model, src, BOS, EOS, PAD, use_cache=False) == [[]]
