@@ -24,6 +24,31 @@ def minitx(*args, stdin: str | None = None, cwd: Path | None = None) -> subproce
     )
 
 
+def start_long_training(
+    config: Path, run_dir: Path, *args: str, stderr=subprocess.PIPE
+) -> subprocess.Popen:
+    """`minitx train` with no practical step limit, in the background."""
+    command = [
+        sys.executable,
+        "-m",
+        "minitx",
+        "train",
+        str(config),
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        "train.max_steps=100000",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -200,26 +225,8 @@ def test_signal_finishes_the_step_saves_and_says_how_to_resume(
     config = tmp_path / "tiny.yaml"
     config.write_text(tiny_config_yaml(str(parallel_dir)))
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "minitx",
-            "train",
-            str(config),
-            "--run-dir",
-            str(run_dir),
-            "--set",
-            "train.max_steps=100000",
-            "--set",
-            "train.log_every=1",
-            "--set",
-            "train.eval_every=100000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    process = start_long_training(
+        config, run_dir, "--set", "train.log_every=1", "--set", "train.eval_every=100000"
     )
     metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 120
@@ -258,23 +265,7 @@ def test_kill_9_at_a_random_moment_then_train_again_continues(parallel_dir, tmp_
     config.write_text(tiny_config_yaml(str(parallel_dir)))
     run_dir = tmp_path / "run"
     args = ["--set", "train.eval_every=2", "--set", "train.log_every=1"]
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "minitx",
-            "train",
-            str(config),
-            "--run-dir",
-            str(run_dir),
-            "--set",
-            "train.max_steps=100000",
-            *args,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    process = start_long_training(config, run_dir, *args, stderr=subprocess.DEVNULL)
     meta = run_dir / "checkpoints/last/meta.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not meta.is_file():
