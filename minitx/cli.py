@@ -75,7 +75,9 @@ def evaluate(
     beam: int | None = typer.Option(
         None, "--beam", min=1, help="Beam size [default: decode.beam_size]."
     ),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", help="best, last, or step_N (kept with train.keep_last)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
@@ -118,7 +120,9 @@ def translate(
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Sentences decoded together."
     ),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", help="best, last, or step_N (kept with train.keep_last)."
+    ),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
     """Translate sentences: one output line per input line.

@@ -109,6 +109,9 @@ class TrainConfig:
     )
     log_every: int = _key(50, "steps between progress log lines in metrics.jsonl", min=1)
     eval_every: int = _key(1000, "steps between validations (and checkpoints)", min=1)
+    keep_last: int = _key(
+        1, "also keep the last N validated checkpoints as checkpoints/step_N (1: only last)", min=1
+    )
     eval_max_sentences: int | None = _key(
         None, "validate on the first N validation sentences only", min=1
     )

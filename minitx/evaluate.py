@@ -37,8 +37,10 @@ def load_run(
     run_dir: Path, checkpoint: str = "best", overrides: tuple[str, ...] = ()
 ) -> TrainedRun:
     """Config, tokenizer and weights of a run; `overrides` may change decode and run settings."""
-    if checkpoint not in CHECKPOINTS:
-        raise UserError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got '{checkpoint}'")
+    if checkpoint not in CHECKPOINTS and not (
+        checkpoint.startswith("step_") and checkpoint[5:].isdigit()
+    ):
+        raise UserError(f"--checkpoint must be best, last or a kept step_N, got '{checkpoint}'")
     cfg = load_run_config(run_dir)
     if overrides:
         cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides), source="--set")

@@ -140,3 +140,24 @@ def test_resume_records_changed_training_keys(parallel_dir, tmp_path):
     ]
     resume = [e for e in events if e["event"] == "resume"]
     assert resume == [{**resume[0], "step": 3, "changed": ["train.max_steps: 3 → 5"]}]
+
+
+def test_keep_last_keeps_that_many_step_checkpoints(parallel_dir, tmp_path):
+    cfg = _config(parallel_dir, max_steps=8, eval_every=2, keep_last=2)
+    _train(cfg, tmp_path / "run")
+    kept = sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir())
+    assert kept == ["best", "last", "step_00000006", "step_00000008"]
+    last = (tmp_path / "run/checkpoints/last/model.safetensors").read_bytes()
+    assert (tmp_path / "run/checkpoints/step_00000008/model.safetensors").read_bytes() == last
+
+
+def test_a_full_disk_is_refused_before_training(parallel_dir, tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from minitx.errors import UserError
+
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage._replace(free=1024))
+    with pytest.raises(UserError, match="MiB free"):
+        _train(_config(parallel_dir, max_steps=2), tmp_path / "run")
+    assert not (tmp_path / "run/checkpoints").exists()

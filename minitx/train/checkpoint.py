@@ -64,6 +64,43 @@ def _write_complete(tmp: Path, model: nn.Module, meta: dict, trainer_state: dict
     _fsync(tmp)
 
 
+def check_free_space(checkpoints_dir: Path, n_params: int) -> None:
+    """Refuse to start when the disk cannot hold the checkpoints a run writes.
+
+    fp32 weights plus AdamW's two moments for `last`, written beside the old one before the
+    swap, and the weights of `best`: 4 bytes × (3 × 2 + 1) per parameter.
+    """
+    needed = 4 * 7 * n_params
+    free = shutil.disk_usage(
+        checkpoints_dir if checkpoints_dir.exists() else checkpoints_dir.parent
+    ).free
+    if free < needed:
+        raise UserError(
+            f"{checkpoints_dir} has {free / 2**20:.0f} MiB free, and checkpoints of this model need "
+            f"about {needed / 2**20:.0f} MiB; free disk space or choose another --run-dir"
+        )
+
+
+def keep_snapshot(last_dir: Path, step: int, keep_last: int) -> None:
+    """Keep `last` as checkpoints/step_N too (hard links, no copy) and drop all but `keep_last` of them.
+
+    `last` itself is never deleted, so the checkpoint a run resumes from survives.
+    """
+    if keep_last <= 1:
+        return
+    target = last_dir.with_name(f"step_{step:08d}")
+    if not target.exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for file in last_dir.iterdir():
+            os.link(file, tmp / file.name)
+        os.replace(tmp, target)
+    snapshots = sorted(p for p in last_dir.parent.glob("step_*") if p.name[5:].isdigit())
+    for old in snapshots[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def recover_checkpoints(checkpoints_dir: Path) -> None:
     """Finish what a crash interrupted: drop half-written `*.tmp`, restore an `*.old` left alone."""
     if not checkpoints_dir.is_dir():

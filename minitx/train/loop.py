@@ -25,7 +25,9 @@ from minitx.model.transformer import Seq2Seq, build_model
 from minitx.progress import bar, info
 from minitx.run_dir import RunData, config_differences, load_run_config, load_run_data
 from minitx.train.checkpoint import (
+    check_free_space,
     find_checkpoint,
+    keep_snapshot,
     load_meta,
     load_trainer_state,
     load_weights,
@@ -89,6 +91,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     recover_checkpoints(last_dir.parent)
+    check_free_space(last_dir.parent, sum(p.numel() for p in model.parameters()))
     resume_from = find_checkpoint(last_dir)
     last_scores: dict = {}
     if resume_from is not None:
@@ -140,6 +143,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
         if improved:
             save_checkpoint(best_dir, model, meta)
         save_checkpoint(last_dir, model, meta, _trainer_state(optimizer, scheduler, state))
+        keep_snapshot(last_dir, state.step, tc.keep_last)
         return scores
 
     started = time.monotonic() - state.elapsed
