@@ -278,6 +278,14 @@ CASES = [
         ["6 lines", "5", "align"],
     ),
     (
+        "empty-files",
+        lambda w, t: [
+            "train",
+            config_with(w, t, data=str(data_dir(t, train__de="", train__en=""))),
+        ],
+        ["no non-empty sentence pairs"],
+    ),
+    (
         "all-lines-empty",
         lambda w, t: [
             "train",

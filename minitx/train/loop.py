@@ -355,6 +355,10 @@ def _restore(
         torch.set_rng_state(saved["rng"]["torch"])
         if saved["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+        elif saved["rng"]["cuda"]:
+            info(
+                "note: this run was saved on CUDA; its CUDA random state cannot apply on this device"
+            )
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise UserError(
             f"cannot resume from {directory}: its trainer state does not fit ({exc})"
