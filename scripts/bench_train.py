@@ -1,4 +1,4 @@
-"""Training speed of the Multi30k model on real Multi30k batches: target tokens/s per dtype.
+"""Training speed of the Multi30k model on real Multi30k batches, against torch.nn.Transformer.
 
     python scripts/bench_train.py [--data ../shared/data/multi30k] [--steps 30] [--dtype fp32 bf16]
 
@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from minitx import runtime
 from minitx.config import load_config
 from minitx.data.batching import encode_pairs, padding_fraction, token_budget_batches
 from minitx.data.tokenizer import build_codecs
+from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
 from minitx.run_dir import load_split_pairs
 from minitx.train.loop import train_step
@@ -48,6 +50,48 @@ def model_flops(batch, cfg) -> float:
         )
     )
     return 6 * (encoder + decoder) + scores
+
+
+class ReferenceTransformer(nn.Module):
+    """The same sizes built from `torch.nn.Transformer` (pre-norm, tied embeddings): the baseline."""
+
+    def __init__(self, cfg, vocab_size: int, pad_id: int = 0):
+        super().__init__()
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, cfg.d_model, padding_idx=pad_id)
+        self.positions = SinusoidalPositions(cfg.d_model)
+        self.transformer = nn.Transformer(
+            cfg.d_model, cfg.n_heads, cfg.n_encoder_layers, cfg.n_decoder_layers, cfg.d_ff,
+            cfg.dropout, batch_first=True, norm_first=True,
+        )  # fmt: skip
+        self.output = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        self.output.weight = self.embedding.weight
+        self.scale = cfg.d_model**0.5
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids) * self.scale + self.positions(ids.shape[1])
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1], dtype=torch.bool)
+        hidden = self.transformer(
+            self.embed(src), self.embed(tgt_in), tgt_mask=causal, tgt_is_causal=True,
+            src_key_padding_mask=src == self.pad_id, memory_key_padding_mask=src == self.pad_id,
+        )  # fmt: skip
+        return self.output(hidden)
+
+
+def time_steps(model, batches, run_cfg, cfg, warmup: int) -> tuple[float, float]:
+    """Median target tokens/s and model FLOP/s of training steps after `warmup` untimed ones."""
+    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
+    tokens_per_s, flops_per_s = [], []
+    for i, batch in enumerate(batches):
+        start = time.perf_counter()
+        train_step(model, optimizer, [batch], run_cfg, torch.device("cpu"))
+        seconds = time.perf_counter() - start
+        if i >= warmup:
+            tokens_per_s.append(batch.n_tgt_tokens / seconds)
+            flops_per_s.append(model_flops(batch, cfg) / seconds)
+    return statistics.median(tokens_per_s), statistics.median(flops_per_s)
 
 
 def matmul_gflops(dtype: torch.dtype) -> float:
@@ -87,27 +131,21 @@ def main() -> None:
     batches = [
         pairs.batch(g.tolist(), 0, codecs.tgt.bos_id, codecs.tgt.eos_id) for g in groups[:needed]
     ]
-    device = torch.device("cpu")
 
     results = {}
     for dtype in args.dtype:
         run_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dtype=dtype))
+        vocab = codecs.tgt.vocab_size
         torch.manual_seed(0)
-        model = build_model(
-            cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, 0, codecs.joint
-        )
-        optimizer = build_optimizer(model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
-        tokens_per_s, flops_per_s = [], []
-        for i, batch in enumerate(batches):
-            start = time.perf_counter()
-            train_step(model, optimizer, [batch], run_cfg, device)
-            seconds = time.perf_counter() - start
-            if i >= args.warmup:
-                tokens_per_s.append(batch.n_tgt_tokens / seconds)
-                flops_per_s.append(model_flops(batch, cfg) / seconds)
+        ours = build_model(cfg.model, vocab, vocab, 0, codecs.joint)
+        torch.manual_seed(0)
+        reference = ReferenceTransformer(cfg.model, vocab)
+        tokens_per_s, flops_per_s = time_steps(ours, batches, run_cfg, cfg, args.warmup)
+        reference_tokens_per_s, _ = time_steps(reference, batches, run_cfg, cfg, args.warmup)
         results[dtype] = {
-            "tgt_tokens_per_s": round(statistics.median(tokens_per_s), 1),
-            "model_gflops_per_s": round(statistics.median(flops_per_s) / 1e9, 1),
+            "tgt_tokens_per_s": round(tokens_per_s, 1),
+            "reference_tgt_tokens_per_s": round(reference_tokens_per_s, 1),
+            "model_gflops_per_s": round(flops_per_s / 1e9, 1),
         }
 
     summary = {
@@ -122,9 +160,12 @@ def main() -> None:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         **{f"{dtype}_{key}": value for dtype, r in results.items() for key, value in r.items()},
     }
-    print(f"{'dtype':<6} {'tgt tok/s':>10} {'model GFLOP/s':>14}")
+    print(f"{'dtype':<6} {'tgt tok/s':>10} {'nn.Transformer':>15} {'model GFLOP/s':>14}")
     for dtype, r in results.items():
-        print(f"{dtype:<6} {r['tgt_tokens_per_s']:>10.0f} {r['model_gflops_per_s']:>14.1f}")
+        print(
+            f"{dtype:<6} {r['tgt_tokens_per_s']:>10.0f} {r['reference_tgt_tokens_per_s']:>15.0f} "
+            f"{r['model_gflops_per_s']:>14.1f}"
+        )
     print(json.dumps(summary))
 
 
