@@ -1,8 +1,8 @@
 """Training speed of the Multi30k model on real Multi30k batches, against torch.nn.Transformer.
 
-    python scripts/bench_train.py [--data ../shared/data/multi30k] [--steps 30] [--dtype fp32 bf16]
+    python scripts/bench_train.py [--dtype fp32|bf16] [--data ../shared/data/multi30k] [--quick]
 
-Prints a table and one JSON line. Each dtype trains the same batches from the same initial weights;
+Prints a table and one JSON line. Both models train the same batches from the same initial seed;
 the figure is the median over `--steps` timed steps after `--warmup` untimed ones. Model FLOPs are
 6 × (matmul parameters touched per token) × tokens, plus 12 · d_model · length per token for each
 attention block's scores (see ../shared/PERF-NOTES.md).
@@ -11,7 +11,6 @@ attention block's scores (see ../shared/PERF-NOTES.md).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import statistics
@@ -80,13 +79,13 @@ class ReferenceTransformer(nn.Module):
         return self.output(hidden)
 
 
-def time_steps(model, batches, run_cfg, cfg, warmup: int) -> tuple[float, float]:
+def time_steps(model, batches, cfg, warmup: int) -> tuple[float, float]:
     """Median target tokens/s and model FLOP/s of training steps after `warmup` untimed ones."""
     optimizer = build_optimizer(model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
     tokens_per_s, flops_per_s = [], []
     for i, batch in enumerate(batches):
         start = time.perf_counter()
-        train_step(model, optimizer, [batch], run_cfg, torch.device("cpu"))
+        train_step(model, optimizer, [batch], cfg, torch.device("cpu"))
         seconds = time.perf_counter() - start
         if i >= warmup:
             tokens_per_s.append(batch.n_tgt_tokens / seconds)
@@ -107,17 +106,23 @@ def matmul_gflops(dtype: torch.dtype) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--dtype", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--quick", action="store_true", help="8 timed steps: a smoke check")
     parser.add_argument(
         "--default-malloc", action="store_true", help="skip runtime.keep_freed_memory (to compare)"
     )
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.warmup = 8, 2
 
     if not args.default_malloc:
         runtime.keep_freed_memory()
-    cfg = load_config(ROOT / "configs" / "multi30k_de_en_raw.yaml", [f"data.path={args.data}"])
+    cfg = load_config(
+        ROOT / "configs" / "multi30k_de_en_raw.yaml",
+        [f"data.path={args.data}", f"run.dtype={args.dtype}"],
+    )
     train = load_split_pairs(cfg, "train")
     t = cfg.tokenizer
     codecs = build_codecs(
@@ -132,40 +137,33 @@ def main() -> None:
         pairs.batch(g.tolist(), 0, codecs.tgt.bos_id, codecs.tgt.eos_id) for g in groups[:needed]
     ]
 
-    results = {}
-    for dtype in args.dtype:
-        run_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dtype=dtype))
-        vocab = codecs.tgt.vocab_size
-        torch.manual_seed(0)
-        ours = build_model(cfg.model, vocab, vocab, 0, codecs.joint)
-        torch.manual_seed(0)
-        reference = ReferenceTransformer(cfg.model, vocab)
-        tokens_per_s, flops_per_s = time_steps(ours, batches, run_cfg, cfg, args.warmup)
-        reference_tokens_per_s, _ = time_steps(reference, batches, run_cfg, cfg, args.warmup)
-        results[dtype] = {
-            "tgt_tokens_per_s": round(tokens_per_s, 1),
-            "reference_tgt_tokens_per_s": round(reference_tokens_per_s, 1),
-            "model_gflops_per_s": round(flops_per_s / 1e9, 1),
-        }
+    vocab = codecs.tgt.vocab_size
+    torch.manual_seed(0)
+    ours = build_model(cfg.model, vocab, vocab, 0, codecs.joint)
+    torch.manual_seed(0)
+    reference = ReferenceTransformer(cfg.model, vocab)
+    tokens_per_s, flops_per_s = time_steps(ours, batches, cfg, args.warmup)
+    reference_tokens_per_s, _ = time_steps(reference, batches, cfg, args.warmup)
 
     summary = {
-        "threads": torch.get_num_threads(),
-        "malloc_tuned": not args.default_malloc,
-        "steps": args.steps,
+        "dtype": args.dtype,
+        "tgt_tokens_per_s": round(tokens_per_s, 1),
+        "reference_tgt_tokens_per_s": round(reference_tokens_per_s, 1),
+        "model_gflops_per_s": round(flops_per_s / 1e9, 1),
+        "matmul_gflops_per_s": round(matmul_gflops(torch.float32), 1),
+        "bf16_matmul_gflops_per_s": round(matmul_gflops(torch.bfloat16), 1),
         "padding_fraction": round(
             padding_fraction(groups, pairs.src_lengths, pairs.tgt_lengths), 4
         ),
-        "matmul_gflops_per_s": round(matmul_gflops(torch.float32), 1),
-        "bf16_matmul_gflops_per_s": round(matmul_gflops(torch.bfloat16), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        **{f"{dtype}_{key}": value for dtype, r in results.items() for key, value in r.items()},
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "malloc_tuned": not args.default_malloc,
     }
-    print(f"{'dtype':<6} {'tgt tok/s':>10} {'nn.Transformer':>15} {'model GFLOP/s':>14}")
-    for dtype, r in results.items():
-        print(
-            f"{dtype:<6} {r['tgt_tokens_per_s']:>10.0f} {r['reference_tgt_tokens_per_s']:>15.0f} "
-            f"{r['model_gflops_per_s']:>14.1f}"
-        )
+    print(f"{'model':<24} {'tgt tok/s':>10}")
+    print(f"{'minitx':<24} {tokens_per_s:>10.0f}")
+    print(f"{'torch.nn.Transformer':<24} {reference_tokens_per_s:>10.0f}")
+    print(f"{'minitx / reference':<24} {tokens_per_s / reference_tokens_per_s:>10.2f}")
     print(json.dumps(summary))
 
 
