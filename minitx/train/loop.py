@@ -91,13 +91,13 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
     last_dir, best_dir = run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "best"
     recover_checkpoints(last_dir.parent)
-    check_free_space(last_dir.parent, sum(p.numel() for p in model.parameters()))
+    n_params = sum(p.numel() for p in model.parameters())
+    check_free_space(last_dir.parent, n_params)
     resume_from = find_checkpoint(last_dir)
     last_scores: dict = {}
-    if resume_from is not None:
-        last_scores = _restore(resume_from, model, optimizer, scheduler, state, device)
     log = MetricsLog(run_dir / "metrics.jsonl")
     if resume_from is not None:
+        last_scores = _restore(resume_from, model, optimizer, scheduler, state, device)
         # prepare_run_dir refused changes to data, tokenizer and model; the rest is recorded here.
         changed = config_differences(
             config_to_dict(load_run_config(run_dir)),
@@ -110,7 +110,6 @@ def train(cfg: Config, run_dir: Path) -> dict:
             + (f" with {'; '.join(changed)}" if changed else "")
         )
     save_config(cfg, run_dir / "config.yaml")
-    n_params = sum(p.numel() for p in model.parameters())
     info(
         f"training on {device} ({cfg.run.dtype}): {n_params / 1e6:.1f}M parameters, "
         f"{len(train_pairs)} training pairs, vocabulary {tgt_codec.vocab_size}"
