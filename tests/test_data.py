@@ -150,7 +150,7 @@ def test_broken_tokenizer_file(tmp_path):
 
 
 def test_batch_shapes_and_special_tokens():
-    batch = make_batch([[5, 6], [7]], [[8, 9, 10], [11]], [0, 1], pad_id=0, bos_id=2, eos_id=3)
+    batch = make_batch([[5, 6], [7]], [[8, 9, 10], [11]], pad_id=0, bos_id=2, eos_id=3)
     assert batch.src.tolist() == [[5, 6, 3], [7, 3, 0]]
     assert batch.tgt_in.tolist() == [[2, 8, 9, 10], [2, 11, 0, 0]]
     assert batch.tgt_out.tolist() == [[8, 9, 10, 3], [11, 3, 0, 0]]

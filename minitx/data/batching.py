@@ -17,18 +17,15 @@ class Batch:
     """A padded batch. `tgt_in` starts with BOS, `tgt_out` ends with EOS; both have the same shape."""
 
     src: torch.Tensor  # (B, S)
-    tgt_in: torch.Tensor | None  # (B, T)
-    tgt_out: torch.Tensor | None  # (B, T)
+    tgt_in: torch.Tensor  # (B, T)
+    tgt_out: torch.Tensor  # (B, T)
     n_tgt_tokens: int
-    indices: list[int]  # positions of the pairs in the dataset, for putting outputs back in order
 
     def to(self, device: torch.device) -> Batch:
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return Batch(
-            move(self.src), move(self.tgt_in), move(self.tgt_out), self.n_tgt_tokens, self.indices
+        src, tgt_in, tgt_out = (
+            t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)
         )
+        return Batch(src, tgt_in, tgt_out, self.n_tgt_tokens)
 
 
 def pad(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -40,20 +37,13 @@ def pad(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
 
 
 def make_batch(
-    src_ids: list[list[int]],
-    tgt_ids: list[list[int]] | None,
-    indices: list[int],
-    pad_id: int,
-    bos_id: int,
-    eos_id: int,
+    src_ids: list[list[int]], tgt_ids: list[list[int]], pad_id: int, bos_id: int, eos_id: int
 ) -> Batch:
     """Source gets EOS appended; the target becomes BOS + y (input) and y + EOS (output)."""
     src = pad([s + [eos_id] for s in src_ids], pad_id)
-    if tgt_ids is None:
-        return Batch(src, None, None, 0, indices)
     tgt_in = pad([[bos_id] + t for t in tgt_ids], pad_id)
     tgt_out = pad([t + [eos_id] for t in tgt_ids], pad_id)
-    return Batch(src, tgt_in, tgt_out, sum(len(t) + 1 for t in tgt_ids), indices)
+    return Batch(src, tgt_in, tgt_out, sum(len(t) + 1 for t in tgt_ids))
 
 
 def token_budget_batches(
@@ -128,7 +118,6 @@ class EncodedPairs:
         return make_batch(
             [self.src_ids[i] for i in indices],
             [self.tgt_ids[i] for i in indices],
-            indices,
             pad_id,
             bos_id,
             eos_id,
