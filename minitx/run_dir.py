@@ -75,13 +75,14 @@ def prepare_run_dir(cfg: Config, run_dir: Path, fresh: bool) -> None:
         shutil.rmtree(run_dir)
     if (run_dir / CONFIG_FILE).is_file():
         previous = load_run_config(run_dir)
-        changed = config_differences(config_to_dict(previous), config_to_dict(cfg), FROZEN_SECTIONS)
-        changed += [
-            c
-            for c in config_differences(
-                config_to_dict(previous), config_to_dict(cfg), ("train", "run")
-            )
-            if c.split(":")[0] in FROZEN_KEYS
+        differences = config_differences(
+            config_to_dict(previous), config_to_dict(cfg), (*FROZEN_SECTIONS, "train", "run")
+        )
+        keys = [difference.split(":")[0] for difference in differences]  # "model.d_ff: 64 → 128"
+        changed = [
+            difference
+            for key, difference in zip(keys, differences, strict=True)
+            if key.split(".")[0] in FROZEN_SECTIONS or key in FROZEN_KEYS
         ]
         if changed:
             raise UserError(

@@ -45,14 +45,17 @@ def write_parallel(directory: Path, split: str, pairs, src="de", tgt="en", gz=Fa
             (directory / f"{split}.{lang}").write_text(text, encoding="utf-8")
 
 
-@pytest.fixture
-def parallel_dir(tmp_path: Path) -> Path:
+def write_splits(data: Path) -> Path:
     """Raw Multi30k-like layout: train/val/test .de/.en, gzipped."""
-    data = tmp_path / "data"
     write_parallel(data, "train", PAIRS * 5, gz=True)
     write_parallel(data, "val", PAIRS[:3], gz=True)
     write_parallel(data, "test", PAIRS[3:], gz=True)
     return data
+
+
+@pytest.fixture
+def parallel_dir(tmp_path: Path) -> Path:
+    return write_splits(tmp_path / "data")
 
 
 def tiny_config_yaml(data_path: str, extra: str = "") -> str:

@@ -18,7 +18,7 @@ import torch
 
 from minitx.cli import main
 
-from conftest import PAIRS, tiny_config_yaml, write_parallel
+from conftest import PAIRS, tiny_config_yaml, write_splits
 
 
 def run_cli(args, monkeypatch, capsys, stdin: bytes = b""):
@@ -42,10 +42,7 @@ def digest(directory: Path) -> dict[str, str]:
 def world(tmp_path_factory):
     """Data, a valid config and a tiny trained run, shared by every case."""
     root = tmp_path_factory.mktemp("bad_input")
-    data = root / "data"
-    write_parallel(data, "train", PAIRS * 5, gz=True)
-    write_parallel(data, "val", PAIRS[:3], gz=True)
-    write_parallel(data, "test", PAIRS[3:], gz=True)
+    data = write_splits(root / "data")
     config = root / "good.yaml"
     config.write_text(tiny_config_yaml(str(data)))
     run = root / "run"

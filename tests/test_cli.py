@@ -62,13 +62,10 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
     """A tiny model trained for a few steps through the CLI (shared by the tests below)."""
-    from conftest import PAIRS, write_parallel
+    from conftest import write_splits
 
     root = tmp_path_factory.mktemp("e2e")
-    data = root / "data"
-    write_parallel(data, "train", PAIRS * 5, gz=True)
-    write_parallel(data, "val", PAIRS[:3], gz=True)
-    write_parallel(data, "test", PAIRS[3:], gz=True)
+    data = write_splits(root / "data")
     config = root / "tiny.yaml"
     config.write_text(tiny_config_yaml(str(data)))
     run_dir = root / "run"

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from minitx import runtime
 from minitx.config import Config, config_to_dict, parse_duration, save_config
-from minitx.data.batching import Batch, EncodedPairs, padding_fraction, token_budget_batches
+from minitx.data.batching import Batch, EncodedPairs
 from minitx.errors import TrainingInterrupted, UserError
 from minitx.evaluate import score_pairs
 from minitx.metrics import MetricsLog
@@ -157,9 +157,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 train_pairs, tc.batch_tokens, cfg.run.seed + state.epoch, tgt_codec
             )
             if state.batch_in_epoch == 0 and state.epoch == 0 and resume_from is None:
-                info(
-                    f"epoch of {len(batches)} batches, {100 * _padding(train_pairs, tc.batch_tokens, cfg.run.seed):.1f}% padding"
-                )
+                info(f"epoch of {len(batches)} batches, {100 * _padding(batches):.1f}% padding")
             while state.batch_in_epoch < len(batches):
                 micro_batches = batches[state.batch_in_epoch : state.batch_in_epoch + tc.accumulate]
                 loss_sum, grad_norm = train_step(model, optimizer, micro_batches, cfg, device)
@@ -316,13 +314,13 @@ def _limit_reached(
     return None
 
 
+def _padding(batches: list[Batch]) -> float:
+    """Share of target positions that are padding."""
+    return 1.0 - sum(b.n_tgt_tokens for b in batches) / sum(b.tgt_out.numel() for b in batches)
+
+
 def _epoch_batches(pairs: EncodedPairs, batch_tokens: int, seed: int, codec) -> list[Batch]:
     return pairs.batches(batch_tokens, seed, codec.pad_id, codec.bos_id, codec.eos_id)
-
-
-def _padding(pairs: EncodedPairs, batch_tokens: int, seed: int) -> float:
-    groups = token_budget_batches(pairs.src_lengths, pairs.tgt_lengths, batch_tokens, seed)
-    return padding_fraction(groups, pairs.src_lengths, pairs.tgt_lengths)
 
 
 def _trainer_state(optimizer, scheduler, state: TrainState) -> dict:
