@@ -16,7 +16,8 @@ app = typer.Typer(
         "Train and evaluate small encoder-decoder Transformers from one YAML file.\n\n"
         "  minitx train configs/quickstart.yaml\n\n"
         "  minitx eval runs/quickstart --split test\n\n"
-        '  minitx translate runs/quickstart "three hundred forty two"'
+        '  minitx translate runs/quickstart "three hundred forty two"\n\n'
+        '  minitx predict runs/sst2 "a gorgeous , witty , seductive movie ."'
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -81,7 +82,11 @@ def evaluate(
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
-    """Score a split: BLEU, chrF, exact match, loss; writes RUN_DIR/eval/<split>.json and .hyp.
+    """Score a split; writes RUN_DIR/eval/<split>.json.
+
+    Translation: BLEU, chrF, exact match, loss (hypotheses in <split>.hyp). Classification:
+    accuracy, macro-F1, per-class scores, confusion matrix, loss (predictions in <split>.pred, the
+    matrix drawn in <split>.confusion.png).
 
     Examples:
 
@@ -90,18 +95,34 @@ def evaluate(
       minitx eval runs/multi30k_de_en_raw --split test --beam 5
 
       minitx eval runs/multi30k_de_en_raw --split validation --checkpoint last --set decode.length_penalty=0.6
+
+      minitx eval runs/sst2 --split test
     """
     from minitx.evaluate import evaluate_split, load_run
 
     set_quiet(quiet)
     run = load_run(run_dir, checkpoint, tuple(overrides))
     report = evaluate_split(run, split, beam)
-    for key in ("bleu", "chrf", "exact_match", "loss", "ppl"):
-        typer.echo(f"{key:>12}: {report[key]}")
-    typer.echo(
-        f"{'sentences':>12}: {report['sentences']}  (checkpoint step {report['checkpoint_step']}, beam {report['decoding']['beam_size']})"
-    )
-    typer.echo(f"{'signature':>12}: {report['bleu_signature']}")
+    if run.config.task == "classification":
+        for key in ("accuracy", "macro_f1", "loss"):
+            typer.echo(f"{key:>12}: {report[key]}")
+        for name, scores in report["per_class"].items():
+            typer.echo(
+                f"{name:>12}: precision {scores['precision']}, recall {scores['recall']}, "
+                f"F1 {scores['f1']}, support {scores['support']}"
+            )
+        skipped = "".join(f", skipped {n} with {why}" for why, n in report["skipped"].items())
+        typer.echo(
+            f"{'examples':>12}: {report['examples']}  (checkpoint step "
+            f"{report['checkpoint_step']}{skipped})"
+        )
+    else:
+        for key in ("bleu", "chrf", "exact_match", "loss", "ppl"):
+            typer.echo(f"{key:>12}: {report[key]}")
+        typer.echo(
+            f"{'sentences':>12}: {report['sentences']}  (checkpoint step {report['checkpoint_step']}, beam {report['decoding']['beam_size']})"
+        )
+        typer.echo(f"{'signature':>12}: {report['bleu_signature']}")
     typer.echo(f"{'written':>12}: {run_dir / 'eval' / (split + '.json')}")
 
 
@@ -137,16 +158,7 @@ def translate(
     """
     from minitx.evaluate import load_run, translate_texts
 
-    if texts and input_file:
-        raise UserError("give sentences as arguments or with --input, not both")
-    if input_file is not None:
-        if not input_file.is_file():
-            raise UserError(f"input file not found: {input_file}")
-        lines = _read_text_lines(input_file.read_bytes(), str(input_file))
-    elif texts:
-        lines = list(texts)
-    else:
-        lines = _read_text_lines(sys.stdin.buffer.read(), "stdin")
+    lines = _input_lines(texts, input_file)
     run = load_run(run_dir, checkpoint, tuple(overrides))
     non_empty = [i for i, line in enumerate(lines) if line.strip()]
     outputs = [""] * len(lines)
@@ -158,6 +170,70 @@ def translate(
         outputs[i] = text
     for line in outputs:
         typer.echo(line)
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A classification run written by `minitx train`."),
+    texts: list[str] = typer.Argument(
+        None, help="Texts to classify; stdin when none and no --input. Pairs: TEXT<TAB>PAIR."
+    ),
+    input_file: Path | None = typer.Option(
+        None, "--input", "-i", help="Classify each line of this file."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per line, with every label's probability."
+    ),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", help="best, last, or step_N (kept with train.keep_last)."
+    ),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+) -> None:
+    """Classify texts: LABEL<TAB>PROBABILITY per input line (an empty line for an empty one).
+
+    Examples:
+
+      minitx predict runs/sst2 "a gorgeous , witty , seductive movie ."
+
+      minitx predict runs/sst2 --input reviews.txt --json > predictions.jsonl
+
+      cat reviews.txt | minitx predict runs/sst2
+    """
+    from minitx.evaluate import classify_texts, load_run
+
+    lines = _input_lines(texts, input_file)
+    run = load_run(run_dir, checkpoint, tuple(overrides))
+    non_empty = [i for i, line in enumerate(lines) if line.strip()]
+    results: list[dict | None] = [None] * len(lines)
+    for i, probabilities in zip(
+        non_empty, classify_texts(run, [lines[i] for i in non_empty]), strict=True
+    ):
+        results[i] = probabilities
+    for line, probabilities in zip(lines, results, strict=True):
+        label = max(probabilities, key=probabilities.get) if probabilities else None
+        if as_json:
+            record = {
+                "text": line,
+                "label": label,
+                "probability": round(probabilities[label], 4) if label else None,
+                "probabilities": {k: round(v, 4) for k, v in (probabilities or {}).items()},
+            }
+            typer.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            typer.echo(f"{label}\t{probabilities[label]:.4f}" if label else "")
+
+
+def _input_lines(texts: list[str] | None, input_file: Path | None) -> list[str]:
+    """Lines from the arguments, from --input, or else from stdin."""
+    if texts and input_file:
+        raise UserError("give texts as arguments or with --input, not both")
+    if input_file is not None:
+        if not input_file.is_file():
+            raise UserError(f"input file not found: {input_file}")
+        return _read_text_lines(input_file.read_bytes(), str(input_file))
+    if texts:
+        return list(texts)
+    return _read_text_lines(sys.stdin.buffer.read(), "stdin")
 
 
 def _read_text_lines(data: bytes, where: str) -> list[str]:

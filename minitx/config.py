@@ -45,7 +45,19 @@ class DataConfig:
         {"train": "train", "validation": "validation", "test": "test"},
         "maps train/validation/test to the split names the data uses",
     )
-    max_len: int = _key(128, "drop training pairs with more subword tokens than this", min=1)
+    text: str = _key("text", "classification: the text column")
+    text_pair: str | None = _key(
+        None, "classification: a second text column, for sentence-pair tasks such as NLI"
+    )
+    label: str = _key("label", "classification: the label column")
+    rename_columns: dict[str, dict[str, str]] = _key(
+        {},
+        "per split (a role or the data's split name): {old column: new column} applied on load, "
+        "e.g. {validation: {content: sentence}}",
+    )
+    max_len: int = _key(
+        128, "drop training examples with more subword tokens than this (per side)", min=1
+    )
     synthetic_size: int = _key(
         20000, "number of training pairs of the synthetic task (data.path: synthetic)", min=10
     )
@@ -84,6 +96,11 @@ class ModelConfig:
     tie_embeddings: bool = _key(
         True, "share target embeddings with the output layer (and with the source when joint)"
     )
+    pooling: Literal["mean", "cls"] = _key(
+        "mean",
+        "classification: mean of the encoder outputs over real tokens, or the output at the "
+        "learned <s> token every input starts with",
+    )
 
 
 @dataclass(frozen=True)
@@ -115,8 +132,12 @@ class TrainConfig:
     eval_max_sentences: int | None = _key(
         None, "validate on the first N validation sentences only", min=1
     )
-    early_stopping_metric: Literal["bleu", "chrf", "loss", "exact_match"] = _key(
-        "bleu", "validation metric that picks the best checkpoint and drives early stopping"
+    early_stopping_metric: (
+        Literal["bleu", "chrf", "exact_match", "accuracy", "macro_f1", "loss"] | None
+    ) = _key(
+        None,
+        "validation metric that picks the best checkpoint and drives early stopping "
+        "(null: bleu for translation, accuracy for classification)",
     )
     patience: int | None = _key(
         None, "stop after this many validations without improvement (null: never)", min=1
@@ -151,7 +172,11 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Config:
-    task: Literal["translation"] = _key("translation", "what to train; translation for now")
+    task: Literal["translation", "classification"] = _key(
+        "translation",
+        "translation (encoder-decoder, data.src → data.tgt) or classification (encoder + head, "
+        "data.text → data.label)",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -177,12 +202,30 @@ class Config:
             )
         if len(self.train.betas) != 2 or not all(0 <= b < 1 for b in self.train.betas):
             errors.append(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
+        metric = self.train.early_stopping_metric
+        if metric is not None and metric not in TASK_METRICS[self.task]:
+            errors.append(
+                f"train.early_stopping_metric: {metric} is not a {self.task} metric; use one of "
+                f"{', '.join(TASK_METRICS[self.task])}"
+            )
+        if self.task == "classification" and self.data.path == "synthetic":
+            errors.append(
+                "the synthetic task is translation; for classification set data.path to a "
+                "directory or a Hub dataset id"
+            )
         if isinstance(self.train.max_time, str):
             try:
                 parse_duration(self.train.max_time)
             except ValueError as exc:
                 errors.append(f"train.max_time: {exc}")
         return errors
+
+
+# Validation metrics per task; the first picks the best checkpoint unless told otherwise.
+TASK_METRICS = {
+    "translation": ("bleu", "chrf", "exact_match", "loss"),
+    "classification": ("accuracy", "macro_f1", "loss"),
+}
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -248,6 +291,11 @@ def config_from_dict(raw: dict, source: str = "config") -> Config:
     if errors:
         detail = "; ".join(errors).replace("\n", "\\n")  # keep the error on one line
         raise UserError(f"{source}: {len(errors)} problem(s): {detail}")
+    if config.train.early_stopping_metric is None:  # resolved here, so config.yaml shows it
+        train = dataclasses.replace(
+            config.train, early_stopping_metric=TASK_METRICS[config.task][0]
+        )
+        config = dataclasses.replace(config, train=train)
     return config
 
 

@@ -1,4 +1,4 @@
-"""Use a trained run: load it from its directory, score a split, translate text."""
+"""Use a trained run: load it from its directory, score a split, translate or classify text."""
 
 from __future__ import annotations
 
@@ -7,18 +7,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from minitx import runtime
 from minitx.config import Config, DecodeConfig, apply_overrides, config_from_dict, config_to_dict
-from minitx.data.batching import EncodedPairs, encode_pairs
-from minitx.data.tokenizer import Codecs, load_codecs
+from minitx.data.batching import (
+    EncodedPairs,
+    EncodedTexts,
+    encode_labelled,
+    encode_pairs,
+    encode_texts,
+    pad,
+)
+from minitx.data.labels import load_label_names
+from minitx.data.tokenizer import Codecs, TextCodec, load_codecs
 from minitx.decode import translate
 from minitx.errors import UserError
-from minitx.metrics import perplexity, translation_scores
-from minitx.model.transformer import Seq2Seq, build_model
-from minitx.run_dir import load_run_config, load_split_pairs
+from minitx.metrics import classification_scores, perplexity, translation_scores
+from minitx.model.transformer import Classifier, Seq2Seq
+from minitx.run_dir import build_run_model, load_run_config, load_split
 from minitx.train.checkpoint import find_checkpoint, load_meta, load_weights
+from minitx.train.objective import logits_and_targets, summed_loss
 
 CHECKPOINTS = ("best", "last")
 
@@ -28,9 +36,10 @@ class TrainedRun:
     run_dir: Path
     config: Config
     codecs: Codecs
-    model: Seq2Seq
+    model: Seq2Seq | Classifier
     device: torch.device
     checkpoint_step: int
+    labels: list[str] | None  # classification: label names in class-index order
 
 
 def load_run(
@@ -52,12 +61,18 @@ def load_run(
     if directory is None:
         raise UserError(f"{run_dir} has no '{checkpoint}' checkpoint yet; train it first")
     meta = load_meta(directory)
-    model = build_model(
-        cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, codecs.tgt.pad_id, codecs.joint
-    )
+    labels = load_label_names(run_dir) if cfg.task == "classification" else None
+    model = build_run_model(cfg, codecs, labels)
     load_weights(directory, model, device)
     model.to(device).eval()
-    return TrainedRun(run_dir, cfg, codecs, model, device, int(meta.get("step", 0)))
+    return TrainedRun(run_dir, cfg, codecs, model, device, int(meta.get("step", 0)), labels)
+
+
+def require_task(run: TrainedRun, task: str, instead: str) -> None:
+    if run.config.task != task:
+        raise UserError(
+            f"{run.run_dir} is a {run.config.task} run; `minitx {instead}` is for {task} runs"
+        )
 
 
 @torch.no_grad()
@@ -75,19 +90,12 @@ def score_pairs(
     model.eval()
     codec = codecs.tgt
     nll, tokens = 0.0, 0
-    for batch in pairs.batches(batch_tokens, None, codec.pad_id, codec.bos_id, codec.eos_id):
+    for batch in pairs.batches(batch_tokens, None, codec):
         batch = batch.to(device)
         with runtime.autocast(device, dtype):
-            logits = model(batch.src, batch.tgt_in)
-        nll += float(
-            F.cross_entropy(
-                logits.flatten(0, 1).float(),
-                batch.tgt_out.flatten(),
-                ignore_index=codec.pad_id,
-                reduction="sum",
-            )
-        )
-        tokens += batch.n_tgt_tokens
+            logits, targets = logits_and_targets(model, batch)
+        nll += float(summed_loss(logits, targets))
+        tokens += batch.n_targets
     hypotheses = translate(
         model,
         pairs.src_ids,
@@ -106,11 +114,60 @@ def score_pairs(
     return {**scores, **translation_scores(hypotheses, pairs.tgt_text)}, hypotheses
 
 
+@torch.no_grad()
+def score_labels(
+    model: Classifier,
+    texts: EncodedTexts,
+    codec: TextCodec,
+    labels: list[str],
+    device: torch.device,
+    dtype: str,
+    batch_tokens: int,
+) -> dict:
+    """Loss, accuracy, macro-F1, per-class scores and confusion matrix; with `predictions` (class
+    indices) and their `probabilities`, in the order of `texts`."""
+    model.eval()
+    nll = 0.0
+    predictions, probabilities = [0] * len(texts), [0.0] * len(texts)
+    for group in texts.batch_groups(batch_tokens, None):
+        batch = texts.batch(group.tolist(), codec).to(device)
+        with runtime.autocast(device, dtype):
+            logits, targets = logits_and_targets(model, batch)
+        nll += float(summed_loss(logits, targets))
+        best = logits.float().softmax(-1).max(-1)
+        for row, index in enumerate(group.tolist()):
+            predictions[index] = int(best.indices[row])
+            probabilities[index] = float(best.values[row])
+    scores = classification_scores(predictions, texts.labels, labels)
+    return {
+        "loss": round(nll / max(len(texts), 1), 4),
+        **scores,
+        "predictions": predictions,
+        "probabilities": probabilities,
+    }
+
+
 def evaluate_split(run: TrainedRun, split: str, beam_size: int | None = None) -> dict:
-    """Score `split`; write RUN_DIR/eval/<split>.json and the hypotheses to <split>.hyp."""
+    """Score `split` and write RUN_DIR/eval/<split>.json with the outputs beside it."""
+    out_dir = run.run_dir / "eval"
+    out_dir.mkdir(exist_ok=True)
+    if run.config.task == "classification":
+        report = _evaluate_classification(run, split, out_dir)
+    else:
+        report = _evaluate_translation(run, split, beam_size, out_dir)
+    (out_dir / f"{split}.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return report
+
+
+def _evaluate_translation(
+    run: TrainedRun, split: str, beam_size: int | None, out_dir: Path
+) -> dict:
+    """BLEU, chrF, exact match, loss; the hypotheses go to <split>.hyp."""
     cfg = run.config
     beam = beam_size or cfg.decode.beam_size
-    pairs = encode_pairs(load_split_pairs(cfg, split), run.codecs.src, run.codecs.tgt)
+    pairs = encode_pairs(load_split(cfg, split), run.codecs.src, run.codecs.tgt)
     scores, hypotheses = score_pairs(
         run.model,
         pairs,
@@ -121,7 +178,8 @@ def evaluate_split(run: TrainedRun, split: str, beam_size: int | None = None) ->
         beam,
         cfg.decode,
     )
-    report = {
+    (out_dir / f"{split}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    return {
         "split": split,
         "sentences": len(pairs),
         "checkpoint_step": run.checkpoint_step,
@@ -133,16 +191,50 @@ def evaluate_split(run: TrainedRun, split: str, beam_size: int | None = None) ->
             "max_len_offset": cfg.decode.max_len_offset,
         },
     }
-    out_dir = run.run_dir / "eval"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"{split}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out_dir / f"{split}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-    return report
+
+
+def _evaluate_classification(run: TrainedRun, split: str, out_dir: Path) -> dict:
+    """Accuracy, macro-F1, per-class scores, confusion matrix (also drawn as <split>.confusion.png),
+    loss; predicted labels and probabilities go to <split>.pred."""
+    from minitx.plots import plot_confusion_matrix  # matplotlib loads only when drawing
+
+    cfg = run.config
+    texts, skipped = encode_labelled(load_split(cfg, split), run.codecs.src, run.labels, split)
+    scores = score_labels(
+        run.model,
+        texts,
+        run.codecs.src,
+        run.labels,
+        run.device,
+        cfg.run.dtype,
+        cfg.train.batch_tokens,
+    )
+    predictions, probabilities = scores.pop("predictions"), scores.pop("probabilities")
+    (out_dir / f"{split}.pred").write_text(
+        "".join(
+            f"{run.labels[p]}\t{q:.4f}\n" for p, q in zip(predictions, probabilities, strict=True)
+        ),
+        encoding="utf-8",
+    )
+    plot_confusion_matrix(
+        scores["confusion_matrix"]["matrix"],
+        run.labels,
+        out_dir / f"{split}.confusion.png",
+        title=f"{run.run_dir.name}: {split}, accuracy {scores['accuracy']:.2f}%",
+    )
+    return {
+        "split": split,
+        "examples": len(texts),
+        "skipped": skipped,
+        "checkpoint_step": run.checkpoint_step,
+        **scores,
+    }
 
 
 def translate_texts(
     run: TrainedRun, texts: list[str], beam_size: int | None = None, batch_size: int | None = None
 ) -> list[str]:
+    require_task(run, "translation", "translate")
     cfg = run.config
     src_ids = run.codecs.src.encode(texts)
     return translate(
@@ -158,3 +250,23 @@ def translate_texts(
         max_len_ratio=cfg.decode.max_len_ratio,
         max_len_offset=cfg.decode.max_len_offset,
     )
+
+
+@torch.no_grad()
+def classify_texts(
+    run: TrainedRun, texts: list[str], batch_size: int = 256
+) -> list[dict[str, float]]:
+    """Each text's probability per label name. Pairs are given as `text<TAB>pair`."""
+    require_task(run, "classification", "predict")
+    if run.config.data.text_pair:
+        split = [text.split("\t", 1) + [""] * ("\t" not in text) for text in texts]
+        ids = encode_texts(run.codecs.src, [a for a, _ in split], [b for _, b in split])
+    else:
+        ids = encode_texts(run.codecs.src, texts)
+    results = []
+    for start in range(0, len(ids), batch_size):
+        src = pad(ids[start : start + batch_size], run.codecs.src.pad_id).to(run.device)
+        with runtime.autocast(run.device, run.config.run.dtype):
+            probabilities = run.model(src).float().softmax(-1).cpu()
+        results += [dict(zip(run.labels, row.tolist(), strict=True)) for row in probabilities]
+    return results

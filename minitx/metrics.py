@@ -1,4 +1,4 @@
-"""Scores (sacreBLEU BLEU and chrF, exact match) and the metrics.jsonl log."""
+"""Scores (sacreBLEU BLEU and chrF, exact match; accuracy, F1, confusion matrix) and the metrics.jsonl log."""
 
 from __future__ import annotations
 
@@ -47,3 +47,36 @@ class MetricsLog:
         record = {"event": event, "time": round(time.time(), 3), **values}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def classification_scores(predictions: list[int], references: list[int], names: list[str]) -> dict:
+    """Accuracy and macro-F1 (in %), per-class precision/recall/F1/support, confusion matrix.
+
+    The confusion matrix has one row per true class and one column per predicted class.
+    """
+    n = len(names)
+    matrix = [[0] * n for _ in range(n)]
+    for gold, guess in zip(references, predictions, strict=True):
+        matrix[gold][guess] += 1
+    per_class, f1_scores = {}, []
+    for k, name in enumerate(names):
+        true_positive = matrix[k][k]
+        predicted = sum(matrix[row][k] for row in range(n))
+        support = sum(matrix[k])
+        precision = true_positive / predicted if predicted else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        f1_scores.append(f1)
+        per_class[name] = {
+            "precision": round(100 * precision, 2),
+            "recall": round(100 * recall, 2),
+            "f1": round(100 * f1, 2),
+            "support": support,
+        }
+    correct = sum(matrix[k][k] for k in range(n))
+    return {
+        "accuracy": round(100 * correct / max(len(references), 1), 2),
+        "macro_f1": round(100 * sum(f1_scores) / n, 2),
+        "per_class": per_class,
+        "confusion_matrix": {"labels": names, "matrix": matrix},
+    }

@@ -2,10 +2,12 @@
 
 RUN_DIR/config.yaml          the resolved config (every key, defaults filled in)
 RUN_DIR/tokenizer.json       the tokenizer (tokenizer.src.json + tokenizer.tgt.json when not joint)
+RUN_DIR/labels.json          classification: the label names, in class-index order
 RUN_DIR/checkpoints/last/    model.safetensors, trainer.pt, meta.json: resume from here
 RUN_DIR/checkpoints/best/    model.safetensors, meta.json: the best validation score
 RUN_DIR/metrics.jsonl        one JSON object per training log, validation and end event
-RUN_DIR/eval/<split>.json    scores written by `minitx eval`, hypotheses in <split>.hyp
+RUN_DIR/eval/<split>.json    scores written by `minitx eval`; translation hypotheses in <split>.hyp,
+                             classification predictions in <split>.pred and <split>.confusion.png
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 import yaml
 
 from minitx.config import Config, config_from_dict, config_to_dict
-from minitx.data.batching import EncodedPairs, encode_pairs
-from minitx.data.sources import load_pairs, split_name
+from minitx.data.batching import EncodedPairs, EncodedTexts, encode_labelled, encode_pairs
+from minitx.data.labels import LABELS_FILE, label_names, load_label_names, save_label_names
+from minitx.data.sources import load_labelled_texts, load_pairs, split_name
 from minitx.data.tokenizer import JOINT_FILE, SRC_FILE, Codecs, build_codecs, load_codecs
 from minitx.errors import UserError
+from minitx.model.transformer import Classifier, Seq2Seq, build_classifier, build_model
 from minitx.progress import info
 
 CONFIG_FILE = "config.yaml"
@@ -43,7 +47,8 @@ FROZEN_KEYS = (
 @dataclass
 class RunData:
     codecs: Codecs
-    pairs: dict[str, EncodedPairs]
+    splits: dict[str, EncodedPairs] | dict[str, EncodedTexts]
+    labels: list[str] | None  # classification: label names in class-index order
 
 
 def has_tokenizer(run_dir: Path) -> bool:
@@ -113,38 +118,73 @@ def config_differences(old: dict, new: dict, sections: tuple[str, ...]) -> list[
     return changes
 
 
-def load_split_pairs(cfg: Config, split: str):
-    """One split of the configured data as a `src`/`tgt` Dataset (`split` is a role or a data name)."""
+def load_split(cfg: Config, split: str):
+    """One split of the configured data as a Dataset (`split` is a role or a data split name):
+    `src`/`tgt` columns for translation, `text` (`text_pair`) and `label` for classification."""
     d = cfg.data
+    name = split_name(d.splits, split)
+    rename = {**d.rename_columns.get(split, {}), **d.rename_columns.get(name, {})}
+    if cfg.task == "classification":
+        return load_labelled_texts(d.path, d.text, d.text_pair, d.label, name, d.name, rename)
     return load_pairs(
-        d.path,
-        d.src,
-        d.tgt,
-        split_name(d.splits, split),
-        d.name,
-        d.synthetic_size,
-        d.synthetic_seed,
+        d.path, d.src, d.tgt, name, d.name, d.synthetic_size, d.synthetic_seed, rename
     )
 
 
+def training_texts(cfg: Config, dataset) -> tuple[list[str], list[str]]:
+    """The texts a tokenizer learns from: (source side, target side)."""
+    if cfg.task == "classification":
+        texts = list(dataset["text"])
+        if "text_pair" in dataset.column_names:
+            texts += list(dataset["text_pair"])
+        return texts, []
+    return list(dataset["src"]), list(dataset["tgt"])
+
+
 def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunData:
-    """Tokenized splits; the tokenizer is loaded from the run, or trained on `train` and saved there."""
-    raw = {split: load_split_pairs(cfg, split) for split in splits}
+    """Encoded splits; the tokenizer (and label names) are loaded from the run, or made from `train`
+    and saved there."""
+    raw = {split: load_split(cfg, split) for split in splits}
+    train = raw.get("train")
     if has_tokenizer(run_dir):
         codecs = load_codecs(run_dir)
     else:
-        train = raw["train"] if "train" in raw else load_split_pairs(cfg, "train")
+        train = train if train is not None else load_split(cfg, "train")
         t = cfg.tokenizer
         if not t.path:
-            info(f"training a {t.type} tokenizer ({t.vocab_size} tokens) on {len(train)} pairs")
+            info(f"training a {t.type} tokenizer ({t.vocab_size} tokens) on {len(train)} examples")
+        src_texts, tgt_texts = training_texts(cfg, train)
+        joint = t.joint or cfg.task == "classification"  # one text side: one vocabulary
         codecs = build_codecs(
-            train["src"], train["tgt"], t.type, t.vocab_size, t.joint, t.min_frequency, t.path
+            src_texts, tgt_texts, t.type, t.vocab_size, joint, t.min_frequency, t.path
         )
         codecs.save(run_dir)
-    pairs = {
-        split: encode_pairs(
-            dataset, codecs.src, codecs.tgt, cfg.data.max_len if split == "train" else None
-        )
+    if cfg.task == "translation":
+        encoded = {
+            split: encode_pairs(
+                dataset, codecs.src, codecs.tgt, cfg.data.max_len if split == "train" else None
+            )
+            for split, dataset in raw.items()
+        }
+        return RunData(codecs, encoded, None)
+    if (run_dir / LABELS_FILE).is_file():
+        labels = load_label_names(run_dir)
+    else:
+        labels = label_names(train if train is not None else load_split(cfg, "train"))
+        save_label_names(labels, run_dir)
+    encoded = {
+        split: encode_labelled(
+            dataset, codecs.src, labels, split, cfg.data.max_len if split == "train" else None
+        )[0]
         for split, dataset in raw.items()
     }
-    return RunData(codecs, pairs)
+    return RunData(codecs, encoded, labels)
+
+
+def build_run_model(cfg: Config, codecs: Codecs, labels: list[str] | None) -> Seq2Seq | Classifier:
+    """The model the task needs, sized by the run's vocabulary (and label set)."""
+    if cfg.task == "classification":
+        return build_classifier(cfg.model, codecs.src.vocab_size, codecs.src.pad_id, len(labels))
+    return build_model(
+        cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, codecs.tgt.pad_id, codecs.joint
+    )

@@ -17,7 +17,7 @@ from minitx.data.batching import encode_pairs
 from minitx.decode import translate
 from minitx.evaluate import load_run
 from minitx.metrics import translation_scores
-from minitx.run_dir import load_split_pairs
+from minitx.run_dir import load_split
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     run = load_run(args.run_dir)
-    pairs = encode_pairs(load_split_pairs(run.config, args.split), run.codecs.src, run.codecs.tgt)
+    pairs = encode_pairs(load_split(run.config, args.split), run.codecs.src, run.codecs.tgt)
     if args.quick:
         pairs = pairs.subset(100)
     d = run.config.decode

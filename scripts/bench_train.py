@@ -22,11 +22,11 @@ from torch import nn
 
 from minitx import runtime
 from minitx.config import load_config
-from minitx.data.batching import encode_pairs, padding_fraction, token_budget_batches
+from minitx.data.batching import encode_pairs, padding_fraction
 from minitx.data.tokenizer import build_codecs
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
-from minitx.run_dir import load_split_pairs
+from minitx.run_dir import load_split
 from minitx.train.loop import train_step
 from minitx.train.optim import build_optimizer
 
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def model_flops(batch, cfg) -> float:
     d, d_ff, vocab = cfg.model.d_model, cfg.model.d_ff, cfg.tokenizer.vocab_size
     src_tokens = int((batch.src != 0).sum())
-    tgt_tokens = batch.n_tgt_tokens
+    tgt_tokens = batch.n_targets
     src_len, tgt_len = batch.src.shape[1], batch.tgt_in.shape[1]
     encoder = cfg.model.n_encoder_layers * (4 * d * d + 2 * d * d_ff) * src_tokens
     decoder = (cfg.model.n_decoder_layers * (8 * d * d + 2 * d * d_ff) + d * vocab) * tgt_tokens
@@ -88,7 +88,7 @@ def time_steps(model, batches, cfg, warmup: int) -> tuple[float, float]:
         train_step(model, optimizer, [batch], cfg, torch.device("cpu"))
         seconds = time.perf_counter() - start
         if i >= warmup:
-            tokens_per_s.append(batch.n_tgt_tokens / seconds)
+            tokens_per_s.append(batch.n_targets / seconds)
             flops_per_s.append(model_flops(batch, cfg) / seconds)
     return statistics.median(tokens_per_s), statistics.median(flops_per_s)
 
@@ -123,19 +123,15 @@ def main() -> None:
         ROOT / "configs" / "multi30k_de_en_raw.yaml",
         [f"data.path={args.data}", f"run.dtype={args.dtype}"],
     )
-    train = load_split_pairs(cfg, "train")
+    train = load_split(cfg, "train")
     t = cfg.tokenizer
     codecs = build_codecs(
         train["src"], train["tgt"], t.type, t.vocab_size, t.joint, t.min_frequency, None
     )
     pairs = encode_pairs(train, codecs.src, codecs.tgt, cfg.data.max_len)
-    groups = token_budget_batches(
-        pairs.src_lengths, pairs.tgt_lengths, cfg.train.batch_tokens, seed=1
-    )
+    groups = pairs.batch_groups(cfg.train.batch_tokens, seed=1)
     needed = args.warmup + args.steps
-    batches = [
-        pairs.batch(g.tolist(), 0, codecs.tgt.bos_id, codecs.tgt.eos_id) for g in groups[:needed]
-    ]
+    batches = [pairs.batch(g.tolist(), codecs.tgt) for g in groups[:needed]]
 
     vocab = codecs.tgt.vocab_size
     torch.manual_seed(0)

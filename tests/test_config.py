@@ -16,8 +16,23 @@ from minitx.errors import UserError
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
-def test_defaults_are_valid():
-    assert config_from_dict({}) == Config()
+def test_defaults_are_valid_and_the_stopping_metric_follows_the_task():
+    translation = config_from_dict({})
+    assert translation.model == Config().model and translation.data == Config().data
+    assert translation.train.early_stopping_metric == "bleu"
+    classification = config_from_dict({"task": "classification", "data": {"path": "/some/dir"}})
+    assert classification.train.early_stopping_metric == "accuracy"
+
+
+def test_a_metric_of_the_other_task_is_refused():
+    with pytest.raises(UserError, match="bleu is not a classification metric"):
+        config_from_dict(
+            {
+                "task": "classification",
+                "data": {"path": "/d"},
+                "train": {"early_stopping_metric": "bleu"},
+            }
+        )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

@@ -154,13 +154,13 @@ def test_batch_shapes_and_special_tokens():
     assert batch.src.tolist() == [[5, 6, 3], [7, 3, 0]]
     assert batch.tgt_in.tolist() == [[2, 8, 9, 10], [2, 11, 0, 0]]
     assert batch.tgt_out.tolist() == [[8, 9, 10, 3], [11, 3, 0, 0]]
-    assert batch.n_tgt_tokens == 6
+    assert batch.n_targets == 6
 
 
 def test_token_budget_batches_cover_every_pair_once_within_budget():
     rng = np.random.default_rng(0)
     src, tgt = rng.integers(1, 60, 2000), rng.integers(1, 60, 2000)
-    batches = token_budget_batches(src, tgt, 1024, seed=1)
+    batches = token_budget_batches([tgt + 1, src + 1], 1024, seed=1)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(2000))
     for batch in batches:
@@ -171,9 +171,9 @@ def test_token_budget_batches_cover_every_pair_once_within_budget():
 
 def test_batch_order_changes_with_seed_and_is_reproducible():
     lengths = np.arange(500) % 37 + 1
-    a = token_budget_batches(lengths, lengths, 256, seed=1)
-    b = token_budget_batches(lengths, lengths, 256, seed=1)
-    c = token_budget_batches(lengths, lengths, 256, seed=2)
+    a = token_budget_batches([lengths], 256, seed=1)
+    b = token_budget_batches([lengths], 256, seed=1)
+    c = token_budget_batches([lengths], 256, seed=2)
     assert [x.tolist() for x in a] == [x.tolist() for x in b]
     assert [x.tolist() for x in a] != [x.tolist() for x in c]
 

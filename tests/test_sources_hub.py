@@ -9,7 +9,7 @@ import pytest
 from minitx.config import load_config
 from minitx.data.sources import load_pairs
 from minitx.errors import UserError
-from minitx.run_dir import load_split_pairs
+from minitx.run_dir import load_split
 
 from conftest import PAIRS, SHARED_DATA
 
@@ -40,7 +40,7 @@ def test_hub_config_file_reads_the_hub_copy(monkeypatch):
     seen = []
     _fake_hub(monkeypatch, {"en": ["a"], "de": ["b"]}, seen)
     cfg = load_config(CONFIGS / "multi30k_de_en.yaml")
-    load_split_pairs(cfg, "test")
+    load_split(cfg, "test")
     assert seen == [("bentrevett/multi30k", None, "test")]
 
 
@@ -66,7 +66,7 @@ def test_real_multi30k_raw_files_load_through_the_config():
         CONFIGS / "multi30k_de_en_raw.yaml",
         [f"data.path={SHARED_DATA / 'multi30k'}"],
     )
-    sizes = {split: len(load_split_pairs(cfg, split)) for split in ("train", "validation", "test")}
+    sizes = {split: len(load_split(cfg, split)) for split in ("train", "validation", "test")}
     assert sizes == {"train": 29000, "validation": 1014, "test": 1000}
-    test = load_split_pairs(cfg, "test")
+    test = load_split(cfg, "test")
     assert test[0]["tgt"] == "A man in an orange hat starring at something."

@@ -1,5 +1,8 @@
 """Token ids → padded tensors, grouped into token-budget batches of similar length.
 
+Translation pairs become `Batch`es (source, target in, target out); labelled texts become
+`LabelBatch`es (token ids and class indices).
+
 Sorting pairs by length (with a seeded random tie-break) before cutting batches keeps padding to a
 few percent, as fairseq does; shuffling the batch order each epoch keeps the gradient noise.
 """
@@ -11,6 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minitx.data.labels import row_labels
+from minitx.data.tokenizer import TextCodec
+from minitx.errors import UserError
+from minitx.progress import info
+
 
 @dataclass
 class Batch:
@@ -19,13 +27,30 @@ class Batch:
     src: torch.Tensor  # (B, S)
     tgt_in: torch.Tensor  # (B, T)
     tgt_out: torch.Tensor  # (B, T)
-    n_tgt_tokens: int
+    n_targets: int  # target tokens: the terms of the loss
 
     def to(self, device: torch.device) -> Batch:
         src, tgt_in, tgt_out = (
             t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)
         )
-        return Batch(src, tgt_in, tgt_out, self.n_tgt_tokens)
+        return Batch(src, tgt_in, tgt_out, self.n_targets)
+
+
+@dataclass
+class LabelBatch:
+    """Padded texts, each `<s> text </s>` (`<s> text </s> pair </s>` for pairs), and their classes."""
+
+    src: torch.Tensor  # (B, S)
+    labels: torch.Tensor  # (B,)
+
+    @property
+    def n_targets(self) -> int:  # examples: the terms of the loss
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> LabelBatch:
+        return LabelBatch(
+            self.src.to(device, non_blocking=True), self.labels.to(device, non_blocking=True)
+        )
 
 
 def pad(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -47,23 +72,23 @@ def make_batch(
 
 
 def token_budget_batches(
-    src_lengths: np.ndarray, tgt_lengths: np.ndarray, batch_tokens: int, seed: int | None
+    widths: list[np.ndarray], batch_tokens: int, seed: int | None
 ) -> list[np.ndarray]:
-    """Group pair indices into batches whose padded size (rows × longest side) fits `batch_tokens`.
+    """Group example indices into batches whose padded size (rows × widest) fits `batch_tokens`.
 
-    With a seed, ties in length are broken at random and the batch order is shuffled (training);
-    without one the order is deterministic (evaluation).
+    `widths` holds each example's padded length per side, the first sorting first (the target for
+    translation). With a seed, ties in length are broken at random and the batch order is shuffled
+    (training); without one the order is deterministic (evaluation).
     """
-    n = len(src_lengths)
+    n = len(widths[0])
     tie_break = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
-    # +1 for the EOS/BOS each side gets; sort by target then source length.
-    src_len, tgt_len = src_lengths + 1, tgt_lengths + 1
-    order = np.lexsort((tie_break, src_len, tgt_len))
+    order = np.lexsort((tie_break, *reversed(widths)))  # lexsort's last key sorts first
+    width = np.max(np.stack(widths), axis=0)
     batches, start = [], 0
     while start < n:
         end, longest = start, 0
         while end < n:
-            candidate = max(longest, src_len[order[end]], tgt_len[order[end]])
+            candidate = max(longest, width[order[end]])
             if (end - start + 1) * candidate > batch_tokens and end > start:
                 break
             longest, end = candidate, end + 1
@@ -108,19 +133,22 @@ class EncodedPairs:
             self.src_text[:n], self.tgt_text[:n], self.src_ids[:n], self.tgt_ids[:n]
         )
 
-    def batches(
-        self, batch_tokens: int, seed: int | None, pad_id: int, bos_id: int, eos_id: int
-    ) -> list[Batch]:
-        groups = token_budget_batches(self.src_lengths, self.tgt_lengths, batch_tokens, seed)
-        return [self.batch(group.tolist(), pad_id, bos_id, eos_id) for group in groups]
+    def batch_groups(self, batch_tokens: int, seed: int | None) -> list[np.ndarray]:
+        # +1 for the EOS/BOS each side gets; target first, as the loss is counted on it.
+        widths = [self.tgt_lengths + 1, self.src_lengths + 1]
+        return token_budget_batches(widths, batch_tokens, seed)
 
-    def batch(self, indices: list[int], pad_id: int, bos_id: int, eos_id: int) -> Batch:
+    def batches(self, batch_tokens: int, seed: int | None, codec: TextCodec) -> list[Batch]:
+        groups = self.batch_groups(batch_tokens, seed)
+        return [self.batch(group.tolist(), codec) for group in groups]
+
+    def batch(self, indices: list[int], codec: TextCodec) -> Batch:
         return make_batch(
             [self.src_ids[i] for i in indices],
             [self.tgt_ids[i] for i in indices],
-            pad_id,
-            bos_id,
-            eos_id,
+            codec.pad_id,
+            codec.bos_id,
+            codec.eos_id,
         )
 
 
@@ -148,3 +176,88 @@ def encode_pairs(dataset, src_codec, tgt_codec, max_len: int | None = None) -> E
         list(encoded["src_ids"]),
         list(encoded["tgt_ids"]),
     )
+
+
+@dataclass
+class EncodedTexts:
+    """A split's labelled texts as model inputs (`<s> text </s>`, plus `pair </s>` for pairs)."""
+
+    texts: list[str]  # as given; a pair joined by a tab
+    ids: list[list[int]]
+    labels: list[int]  # indices into the run's label names
+
+    def __post_init__(self) -> None:
+        self.lengths = np.array([len(ids) for ids in self.ids], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, n: int) -> EncodedTexts:
+        return EncodedTexts(self.texts[:n], self.ids[:n], self.labels[:n])
+
+    def batch_groups(self, batch_tokens: int, seed: int | None) -> list[np.ndarray]:
+        return token_budget_batches([self.lengths], batch_tokens, seed)
+
+    def batches(self, batch_tokens: int, seed: int | None, codec: TextCodec) -> list[LabelBatch]:
+        groups = self.batch_groups(batch_tokens, seed)
+        return [self.batch(group.tolist(), codec) for group in groups]
+
+    def batch(self, indices: list[int], codec: TextCodec) -> LabelBatch:
+        return LabelBatch(
+            pad([self.ids[i] for i in indices], codec.pad_id),
+            torch.tensor([self.labels[i] for i in indices], dtype=torch.long),
+        )
+
+
+def encode_texts(
+    codec: TextCodec, texts: list[str], pairs: list[str] | None = None
+) -> list[list[int]]:
+    """`<s> text </s>` or `<s> text </s> pair </s>`: the <s> doubles as the [CLS] token."""
+    first = codec.encode(texts)
+    second = codec.encode(pairs) if pairs is not None else [None] * len(first)
+    return [
+        [codec.bos_id, *a, codec.eos_id] + ([*b, codec.eos_id] if b is not None else [])
+        for a, b in zip(first, second, strict=True)
+    ]
+
+
+def encode_labelled(
+    dataset, codec: TextCodec, names: list[str], split: str, max_len: int | None = None
+) -> tuple[EncodedTexts, dict]:
+    """Tokenize a `text`/`label` Dataset; rows with a missing or unknown label are counted and skipped.
+
+    Returns the encoded split and the counts of skipped rows by reason.
+    """
+    index = {name: i for i, name in enumerate(names)}
+    labels = row_labels(dataset)
+    texts = list(dataset["text"])
+    pairs = list(dataset["text_pair"]) if "text_pair" in dataset.column_names else None
+    ids = encode_texts(codec, texts, pairs)
+    n_special = 2 if pairs is None else 3
+    skipped = {"missing label": 0, "unknown label": 0, "too many tokens": 0}
+    keep = []
+    for row, (label, row_ids) in enumerate(zip(labels, ids, strict=True)):
+        if label is None:
+            skipped["missing label"] += 1
+        elif label not in index:
+            skipped["unknown label"] += 1
+        elif max_len is not None and len(row_ids) - n_special > max_len:
+            skipped["too many tokens"] += 1
+        else:
+            keep.append(row)
+    skipped = {reason: count for reason, count in skipped.items() if count}
+    if skipped:
+        unknown = sorted({label for label in labels if label is not None and label not in index})
+        detail = f"; unknown labels {unknown[:5]}, known {names}" if unknown else ""
+        reasons = ", ".join(f"{count} with {reason}" for reason, count in skipped.items())
+        info(f"{split}: skipped {sum(skipped.values())} row(s): {reasons}{detail}")
+    if not keep:
+        raise UserError(
+            f"split '{split}' has no usable rows (a known label, at most data.max_len tokens); "
+            f"check data.label, data.max_len and data.rename_columns"
+        )
+    shown = texts if pairs is None else [f"{a}\t{b}" for a, b in zip(texts, pairs, strict=True)]
+    encoded = EncodedTexts(
+        [shown[r] for r in keep], [ids[r] for r in keep], [index[labels[r]] for r in keep]
+    )
+    return encoded, skipped

@@ -1,11 +1,15 @@
 """Where the text comes from: a Hub dataset, a local directory or the synthetic task → a `datasets.Dataset`.
 
-Every source ends as a Dataset with two string columns, `src` and `tgt`, so the rest of minitx never
-asks where the data came from. Local layouts, looked up per split name `NAME` in `data.path`:
+Every source ends as a Dataset with fixed column names, so the rest of minitx never asks where the
+data came from: `src` and `tgt` strings for translation; `text` (and `text_pair`) strings and a
+`label` for classification. Local layouts, looked up per split name `NAME` in `data.path`:
 
 - parallel text, one sentence per line: `NAME.{src}` and `NAME.{tgt}`, optionally gzipped (`.gz`);
 - one table per split: `NAME.csv`, `NAME.tsv`, `NAME.jsonl` / `NAME.json`, `NAME.parquet`, with
-  columns `{src}` and `{tgt}`, or a WMT-style `translation` column of {lang: text} dicts.
+  the configured columns, or (translation) a WMT-style `translation` column of {lang: text} dicts.
+
+Columns can be renamed per split before they are looked up (`data.rename_columns`), for data whose
+splits disagree, such as SST-2's `sentence` (train) and `content` (dev, test).
 """
 
 from __future__ import annotations
@@ -44,16 +48,48 @@ def load_pairs(
     name: str | None = None,
     synthetic_size: int = 0,
     seed: int = 0,
+    rename: dict[str, str] | None = None,
 ) -> datasets.Dataset:
     """Load one split as a Dataset with `src` and `tgt` string columns, empty pairs removed."""
-    local = Path(path).expanduser()
     if path == SYNTHETIC:
         pairs = number_pairs(synthetic_size, seed)
         if split not in pairs:
             raise UserError(f"the synthetic task has splits train, validation, test; not '{split}'")
         dataset = datasets.Dataset.from_dict(pairs[split])
-    elif local.is_dir():
-        dataset = _load_local(local, src, tgt, split)
+    else:
+        dataset = _load(path, name, split, {"src": src, "tgt": tgt}, rename or {})
+    return _drop_empty(dataset, split, ["src", "tgt"], "sentence pairs")
+
+
+def load_labelled_texts(
+    path: str,
+    text: str,
+    text_pair: str | None,
+    label: str,
+    split: str,
+    name: str | None = None,
+    rename: dict[str, str] | None = None,
+) -> datasets.Dataset:
+    """Load one split as a Dataset with `text` (and `text_pair`) strings and a `label` column.
+
+    Labels keep their type; a ClassLabel feature (names in the dataset's metadata) survives.
+    Rows with an empty text are dropped and counted; missing labels are handled by data/labels.py.
+    """
+    columns = {"text": text, "label": label}
+    if text_pair:
+        columns["text_pair"] = text_pair
+    dataset = _load(path, name, split, columns, rename or {})
+    texts = [c for c in columns if c != "label"]
+    return _drop_empty(dataset, split, texts, "rows")
+
+
+def _load(
+    path: str, name: str | None, split: str, columns: dict[str, str], rename: dict[str, str]
+) -> datasets.Dataset:
+    """A local directory or a Hub id → the split with `columns` ({minitx name: data column})."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        dataset, where = _load_local(local, split, columns, rename)
     elif local.exists():
         raise UserError(
             f"data.path must be a directory of split files or a Hub id, got file {path}"
@@ -61,43 +97,47 @@ def load_pairs(
     elif path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise UserError(f"data directory not found: {path}; set data.path to where the files are")
     else:
-        dataset = _load_hub(path, name, src, tgt, split)
-    return _drop_empty(dataset, split)
+        dataset, where = _load_hub(path, name, split), path
+    return _select_columns(_rename(dataset, rename, where, split), columns, where)
 
 
-def _load_local(directory: Path, src: str, tgt: str, split: str) -> datasets.Dataset:
-    src_file = _first_existing(directory, [f"{split}.{src}", f"{split}.{src}.gz"])
-    tgt_file = _first_existing(directory, [f"{split}.{tgt}", f"{split}.{tgt}.gz"])
-    if src_file and tgt_file:
-        return _load_parallel_text(src_file, tgt_file)
-    if src_file or tgt_file:
-        found, missing = (src_file, tgt) if src_file else (tgt_file, src)
-        raise UserError(
-            f"found {found} but no {split}.{missing} or {split}.{missing}.gz in {directory}"
-        )
+def _load_local(
+    directory: Path, split: str, columns: dict[str, str], rename: dict[str, str]
+) -> tuple[datasets.Dataset, str]:
+    if set(columns) == {"src", "tgt"}:
+        src, tgt = columns["src"], columns["tgt"]
+        src_file = _first_existing(directory, [f"{split}.{src}", f"{split}.{src}.gz"])
+        tgt_file = _first_existing(directory, [f"{split}.{tgt}", f"{split}.{tgt}.gz"])
+        if src_file and tgt_file:
+            return _load_parallel_text(src_file, tgt_file, src, tgt), str(directory)
+        if src_file or tgt_file:
+            found, missing = (src_file, tgt) if src_file else (tgt_file, src)
+            raise UserError(
+                f"found {found} but no {split}.{missing} or {split}.{missing}.gz in {directory}"
+            )
     for suffix, builder in TABLE_BUILDERS.items():
         table = directory / f"{split}{suffix}"
         if table.is_file():
             options = {}
             if builder == "csv":  # cells are text: no NA guessing ("None", "n/a"), no "007" → 7
-                options = {
-                    "converters": {src: str, tgt: str},
-                    "keep_default_na": False,
-                    "na_filter": False,
-                }
+                original = {new: old for old, new in rename.items()}
+                as_text = {original.get(c, c): str for c in columns.values()}
+                options = {"converters": as_text, "keep_default_na": False, "na_filter": False}
             if suffix == ".tsv":
                 options.update(delimiter="\t", quoting=3)
             dataset = datasets.load_dataset(
                 builder, data_files={split: str(table)}, split=split, **options
             )
-            return _select_columns(dataset, src, tgt, f"{table}")
+            return dataset, str(table)
     available = sorted(
         {p.name.split(".")[0] for p in directory.iterdir() if not p.name.startswith(".")}
     )
+    expected = f"{split}.csv/.tsv/.jsonl/.parquet"
+    if set(columns) == {"src", "tgt"}:
+        expected = f"{split}.{columns['src']}[.gz] + {split}.{columns['tgt']}[.gz] or " + expected
     raise UserError(
-        f"no split '{split}' in {directory} (expected {split}.{src}[.gz] + {split}.{tgt}[.gz] or "
-        f"{split}.csv/.tsv/.jsonl/.parquet); splits found: {', '.join(available) or 'none'}; "
-        "map split names with data.splits"
+        f"no split '{split}' in {directory} (expected {expected}); splits found: "
+        f"{', '.join(available) or 'none'}; map split names with data.splits"
     )
 
 
@@ -119,17 +159,18 @@ def _read_lines(path: Path) -> list[str]:
         raise UserError(f"cannot read {path}: {exc}") from None
 
 
-def _load_parallel_text(src_file: Path, tgt_file: Path) -> datasets.Dataset:
+def _load_parallel_text(src_file: Path, tgt_file: Path, src: str, tgt: str) -> datasets.Dataset:
+    """Two aligned text files as columns named by their language suffixes."""
     src_lines, tgt_lines = _read_lines(src_file), _read_lines(tgt_file)
     if len(src_lines) != len(tgt_lines):
         raise UserError(
             f"parallel files differ in length: {src_file} has {len(src_lines)} lines, "
             f"{tgt_file} has {len(tgt_lines)}; they must align line by line"
         )
-    return datasets.Dataset.from_dict({"src": src_lines, "tgt": tgt_lines})
+    return datasets.Dataset.from_dict({src: src_lines, tgt: tgt_lines})
 
 
-def _load_hub(path: str, name: str | None, src: str, tgt: str, split: str) -> datasets.Dataset:
+def _load_hub(path: str, name: str | None, split: str) -> datasets.Dataset:
     try:
         dataset = datasets.load_dataset(path, name, split=split)
     except ValueError as exc:  # unknown split or config name
@@ -140,53 +181,79 @@ def _load_hub(path: str, name: str | None, src: str, tgt: str, split: str) -> da
             f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}); "
             "check data.path, the dataset id or your network"
         ) from None
-    return _select_columns(dataset, src, tgt, path)
+    return dataset
 
 
-def _select_columns(dataset: datasets.Dataset, src: str, tgt: str, where: str) -> datasets.Dataset:
-    columns = dataset.column_names
-    if src in columns and tgt in columns:
-        dataset = dataset.select_columns([src, tgt])
-        if (src, tgt) != ("src", "tgt"):
-            dataset = dataset.rename_columns({src: "__src", tgt: "__tgt"})
-            dataset = dataset.rename_columns({"__src": "src", "__tgt": "tgt"})
-        return dataset.cast_column("src", datasets.Value("string")).cast_column(
-            "tgt", datasets.Value("string")
-        )
-    if "translation" in columns:
-        sample = dataset[0]["translation"] if len(dataset) else {}
-        if src in sample and tgt in sample:
-            return dataset.map(
-                lambda batch: {
-                    "src": [pair[src] for pair in batch["translation"]],
-                    "tgt": [pair[tgt] for pair in batch["translation"]],
-                },
-                batched=True,
-                remove_columns=columns,
-            )
+def _rename(
+    dataset: datasets.Dataset, rename: dict[str, str], where: str, split: str
+) -> datasets.Dataset:
+    missing = [old for old in rename if old not in dataset.column_names]
+    if missing:
         raise UserError(
-            f"{where}: the translation column has languages {sorted(sample)}, not {src} and {tgt}; "
-            "set data.src and data.tgt"
+            f"{where}: data.rename_columns for split '{split}' names column(s) {missing}, "
+            f"but the columns are {dataset.column_names}"
         )
-    missing = [c for c in (src, tgt) if c not in columns]
+    return dataset.rename_columns(rename) if rename else dataset
+
+
+def _select_columns(
+    dataset: datasets.Dataset, columns: dict[str, str], where: str
+) -> datasets.Dataset:
+    """Keep the configured `columns` ({minitx name: data column}) under minitx's names."""
+    present = dataset.column_names
+    if all(column in present for column in columns.values()):
+        dataset = dataset.select_columns(list(columns.values()))
+        # Through temporary names, so that swaps (data.src: tgt) cannot collide; renaming keeps
+        # the features, such as a label's ClassLabel names.
+        dataset = dataset.rename_columns({old: f"__{new}" for new, old in columns.items()})
+        dataset = dataset.rename_columns({f"__{new}": new for new in columns})
+        for new in columns:
+            if new != "label":
+                dataset = dataset.cast_column(new, datasets.Value("string"))
+        return dataset
+    if set(columns) == {"src", "tgt"} and "translation" in present:
+        return _from_translation_column(dataset, columns["src"], columns["tgt"], where)
+    missing = [c for c in columns.values() if c not in present]
+    keys = {old: f"data.{new}" for new, old in columns.items()}
     raise UserError(
-        f"{where}: no column {' or '.join(repr(c) for c in missing)}; columns are {columns}; "
+        f"{where}: no column {' or '.join(repr(c) for c in missing)}; columns are {present}; "
+        f"set {', '.join(keys[c] for c in missing)} or rename per split with data.rename_columns"
+    )
+
+
+def _from_translation_column(
+    dataset: datasets.Dataset, src: str, tgt: str, where: str
+) -> datasets.Dataset:
+    sample = dataset[0]["translation"] if len(dataset) else {}
+    if src in sample and tgt in sample:
+        return dataset.map(
+            lambda batch: {
+                "src": [pair[src] for pair in batch["translation"]],
+                "tgt": [pair[tgt] for pair in batch["translation"]],
+            },
+            batched=True,
+            remove_columns=dataset.column_names,
+        )
+    raise UserError(
+        f"{where}: the translation column has languages {sorted(sample)}, not {src} and {tgt}; "
         "set data.src and data.tgt"
     )
 
 
-def _drop_empty(dataset: datasets.Dataset, split: str) -> datasets.Dataset:
-    """Drop pairs where either side is empty or missing, and say how many."""
+def _drop_empty(
+    dataset: datasets.Dataset, split: str, columns: list[str], what: str
+) -> datasets.Dataset:
+    """Drop rows where any of the text `columns` is empty or missing, and say how many."""
     before = len(dataset)
     dataset = dataset.filter(
         lambda batch: [
-            bool(s and s.strip()) and bool(t and t.strip())
-            for s, t in zip(batch["src"], batch["tgt"], strict=True)
+            all(text and text.strip() for text in row)
+            for row in zip(*(batch[c] for c in columns), strict=True)
         ],
         batched=True,
     )
     if len(dataset) == 0:
-        raise UserError(f"split '{split}' has no non-empty sentence pairs")
+        raise UserError(f"split '{split}' has no non-empty {what}")
     if len(dataset) < before:
-        info(f"{split}: skipped {before - len(dataset)} pair(s) with an empty side")
+        info(f"{split}: skipped {before - len(dataset)} {what} with an empty text")
     return dataset

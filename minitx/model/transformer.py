@@ -1,4 +1,4 @@
-"""Encoder, Decoder and the encoder-decoder Seq2Seq model, with `build_model` from the model config."""
+"""Encoder, Decoder, the encoder-decoder Seq2Seq model and the encoder-only Classifier; `build_model`."""
 
 from __future__ import annotations
 
@@ -110,28 +110,11 @@ class Seq2Seq(nn.Module):
             tgt_embedding = Embedding(tgt_vocab_size, cfg.d_model, pad_id, cfg.dropout)
         self.encoder = Encoder(cfg, src_embedding)
         self.decoder = Decoder(cfg, tgt_embedding, tgt_vocab_size)
-        self._init_weights(cfg.d_model)
-
-    def _init_weights(self, d_model: int) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        # Embeddings last, so a tied output layer ends with the embedding init, not Xavier's.
-        for module in self.modules():
-            if isinstance(module, nn.Embedding):
-                # N(0, d^-1/2): after the √d scale, embeddings start at unit size (fairseq).
-                nn.init.normal_(module.weight, std=d_model**-0.5)
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-
-    def source_mask(self, src: torch.Tensor) -> torch.Tensor:
-        return (src != self.pad_id)[:, None, None, :]  # (B, 1, 1, S): True where a real token
+        init_weights(self, cfg.d_model)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(memory (B, S, D), source mask (B, 1, 1, S))."""
-        src_mask = self.source_mask(src)
+        src_mask = padding_mask(src, self.pad_id)
         return self.encoder(src, src_mask), src_mask
 
     def decode(
@@ -154,7 +137,63 @@ class Seq2Seq(nn.Module):
         return [(KVCache(), KVCache(static=True)) for _ in self.decoder.layers]
 
 
+class Classifier(nn.Module):
+    """The encoder, a pooling step and a linear head: text → class logits.
+
+    Pooling is the mean of the encoder outputs over real tokens, or (`cls`) the output at the
+    `<s>` every input starts with, a learned token in the role of BERT's [CLS].
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, pad_id: int, n_classes: int):
+        super().__init__()
+        self.pad_id = pad_id
+        self.pooling = cfg.pooling
+        self.encoder = Encoder(cfg, Embedding(vocab_size, cfg.d_model, pad_id, cfg.dropout))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.d_model, n_classes)
+        init_weights(self, cfg.d_model)
+
+    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder outputs (B, S, D), padding mask (B, 1, 1, S))."""
+        src_mask = padding_mask(src, self.pad_id)
+        return self.encoder(src, src_mask), src_mask
+
+    def pool(self, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """One vector per text (B, D)."""
+        if self.pooling == "cls":
+            return memory[:, 0]
+        real = src_mask[:, 0, 0, :, None].to(memory.dtype)  # (B, S, 1)
+        return (memory * real).sum(1) / real.sum(1).clamp(min=1)
+
+    def forward(self, src: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, C)."""
+        return self.head(self.dropout(self.pool(*self.encode(src))))
+
+
+def padding_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    return (ids != pad_id)[:, None, None, :]  # (B, 1, 1, S): True where a real token
+
+
+def init_weights(model: nn.Module, d_model: int) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    # Embeddings last, so a tied output layer ends with the embedding init, not Xavier's.
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            # N(0, d^-1/2): after the √d scale, embeddings start at unit size (fairseq).
+            nn.init.normal_(module.weight, std=d_model**-0.5)
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+
 def build_model(
     cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int, joint_vocab: bool
 ) -> Seq2Seq:
     return Seq2Seq(cfg, src_vocab_size, tgt_vocab_size, pad_id, joint_vocab)
+
+
+def build_classifier(cfg: ModelConfig, vocab_size: int, pad_id: int, n_classes: int) -> Classifier:
+    return Classifier(cfg, vocab_size, pad_id, n_classes)

@@ -13,17 +13,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from minitx import runtime
-from minitx.config import Config, config_to_dict, parse_duration, save_config
-from minitx.data.batching import Batch, EncodedPairs
+from minitx.config import TASK_METRICS, Config, config_to_dict, parse_duration, save_config
+from minitx.data.batching import Batch, LabelBatch
 from minitx.errors import TrainingInterrupted, UserError
-from minitx.evaluate import score_pairs
+from minitx.evaluate import score_labels, score_pairs
 from minitx.metrics import MetricsLog
-from minitx.model.transformer import Seq2Seq, build_model
+from minitx.model.transformer import Classifier, Seq2Seq
 from minitx.progress import bar, info
-from minitx.run_dir import RunData, config_differences, load_run_config, load_run_data
+from minitx.run_dir import (
+    RunData,
+    build_run_model,
+    config_differences,
+    load_run_config,
+    load_run_data,
+)
 from minitx.train.checkpoint import (
     check_free_space,
     find_checkpoint,
@@ -34,9 +39,12 @@ from minitx.train.checkpoint import (
     recover_checkpoints,
     save_checkpoint,
 )
+from minitx.train.objective import logits_and_targets, summed_loss
 from minitx.train.optim import build_optimizer, build_scheduler
 
 LOWER_IS_BETTER = {"loss"}
+# What the loss counts, per task, for the throughput in the logs: target tokens, or examples.
+THROUGHPUT_KEY = {"translation": "tgt_tokens_per_s", "classification": "examples_per_s"}
 
 
 @dataclass
@@ -46,7 +54,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     epoch: int = 0  # epochs completed
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
-    tgt_tokens: int = 0  # real target tokens trained on
+    targets: int = 0  # loss terms trained on: target tokens (translation) or examples
     elapsed: float = 0.0  # training wall time in seconds, summed over resumes
     best_score: float | None = None
     bad_validations: int = 0  # validations since the best one, for early stopping
@@ -77,12 +85,11 @@ def train(cfg: Config, run_dir: Path) -> dict:
     max_time = parse_duration(tc.max_time) if tc.max_time else math.inf
 
     data = load_run_data(cfg, run_dir, splits=("train", "validation"))
-    src_codec, tgt_codec = data.codecs.src, data.codecs.tgt
-    train_pairs, valid_pairs = data.pairs["train"], data.pairs["validation"]
-    model = build_model(
-        cfg.model, src_codec.vocab_size, tgt_codec.vocab_size, tgt_codec.pad_id, data.codecs.joint
-    )
+    tgt_codec = data.codecs.tgt
+    train_data, valid_data = data.splits["train"], data.splits["validation"]
+    model = build_run_model(cfg, data.codecs, data.labels)
     model.to(device)
+    metric = tc.early_stopping_metric
     optimizer = build_optimizer(model, tc.lr, tc.betas, tc.weight_decay)
     scheduler = build_scheduler(
         optimizer, tc.schedule, tc.warmup_steps, tc.max_steps, tc.lr, tc.min_lr
@@ -110,33 +117,32 @@ def train(cfg: Config, run_dir: Path) -> dict:
             + (f" with {'; '.join(changed)}" if changed else "")
         )
     save_config(cfg, run_dir / "config.yaml")
+    classes = f", {len(data.labels)} classes" if data.labels else ""
     info(
-        f"training on {device} ({cfg.run.dtype}): {n_params / 1e6:.1f}M parameters, "
-        f"{len(train_pairs)} training pairs, vocabulary {tgt_codec.vocab_size}"
+        f"training a {cfg.task} model on {device} ({cfg.run.dtype}): {n_params / 1e6:.1f}M "
+        f"parameters, {len(train_data)} training examples, vocabulary {tgt_codec.vocab_size}"
+        + classes
     )
     if resume_from is None:
         log.write(
             "start",
+            task=cfg.task,
             parameters=n_params,
-            train_pairs=len(train_pairs),
+            train_examples=len(train_data),
             device=str(device),
             dtype=cfg.run.dtype,
         )
 
     def validate() -> dict:
-        scores = validation_scores(model, valid_pairs, data, cfg, device)
-        improved = is_better(
-            scores[tc.early_stopping_metric], state.best_score, tc.early_stopping_metric
-        )
+        scores = validation_scores(model, valid_data, data, cfg, device)
+        improved = is_better(scores[metric], state.best_score, metric)
         if improved:
-            state.best_score, state.bad_validations = scores[tc.early_stopping_metric], 0
+            state.best_score, state.bad_validations = scores[metric], 0
         else:
             state.bad_validations += 1
         log.write("validation", step=state.step, epoch=state.epoch, best=improved, **scores)
-        info(
-            f"step {state.step}: validation loss {scores['loss']:.3f}, BLEU {scores['bleu']:.2f}, "
-            f"chrF {scores['chrf']:.2f}" + (" (best)" if improved else "")
-        )
+        shown = ", ".join(f"{key} {scores[key]:g}" for key in TASK_METRICS[cfg.task])
+        info(f"step {state.step}: validation {shown}" + (" (best)" if improved else ""))
         meta = {"step": state.step, "epoch": state.epoch, "scores": scores}
         # best first: a crash between the two must not leave `last` claiming a best never saved
         if improved:
@@ -147,17 +153,16 @@ def train(cfg: Config, run_dir: Path) -> dict:
 
     started = time.monotonic() - state.elapsed
     progress = bar(total=tc.max_steps, initial=state.step, desc="train", unit="step")
-    window = {"loss": torch.zeros((), device=device), "tokens": 0, "since": time.monotonic()}
+    window = {"loss": torch.zeros((), device=device), "targets": 0, "since": time.monotonic()}
     last_validated = state.step if last_scores else -1
     stop_reason = _limit_reached(state, tc.max_steps, tc.max_epochs, max_time)
     interrupted = False
     with runtime.StopRequest() as stop_request:
         while stop_reason is None:
-            batches = _epoch_batches(
-                train_pairs, tc.batch_tokens, cfg.run.seed + state.epoch, tgt_codec
-            )
+            batches = train_data.batches(tc.batch_tokens, cfg.run.seed + state.epoch, tgt_codec)
             if state.batch_in_epoch == 0 and state.epoch == 0 and resume_from is None:
-                info(f"epoch of {len(batches)} batches, {100 * _padding(batches):.1f}% padding")
+                padding = _padding(batches, tgt_codec.pad_id)
+                info(f"epoch of {len(batches)} batches, {100 * padding:.1f}% padding")
             while state.batch_in_epoch < len(batches):
                 micro_batches = batches[state.batch_in_epoch : state.batch_in_epoch + tc.accumulate]
                 loss_sum, grad_norm = train_step(model, optimizer, micro_batches, cfg, device)
@@ -169,16 +174,17 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 scheduler.step()
                 state.step += 1
                 state.batch_in_epoch += len(micro_batches)
-                n_tokens = sum(b.n_tgt_tokens for b in micro_batches)
-                state.tgt_tokens += n_tokens
+                n_targets = sum(b.n_targets for b in micro_batches)
+                state.targets += n_targets
                 window["loss"] += loss_sum
-                window["tokens"] += n_tokens
+                window["targets"] += n_targets
                 state.elapsed = time.monotonic() - started
                 progress.update(1)
 
                 if state.step % tc.log_every == 0:
                     seconds = max(time.monotonic() - window["since"], 1e-9)
-                    loss = float(window["loss"]) / max(window["tokens"], 1)
+                    loss = float(window["loss"]) / max(window["targets"], 1)
+                    throughput = window["targets"] / seconds
                     log.write(
                         "train",
                         step=state.step,
@@ -186,17 +192,15 @@ def train(cfg: Config, run_dir: Path) -> dict:
                         loss=round(loss, 4),
                         lr=lr,
                         grad_norm=round(float(grad_norm), 4),
-                        tgt_tokens_per_s=round(window["tokens"] / seconds, 1),
+                        **{THROUGHPUT_KEY[cfg.task]: round(throughput, 1)},
                         elapsed=round(state.elapsed, 1),
                     )
                     progress.set_postfix(
-                        loss=f"{loss:.3f}",
-                        lr=f"{lr:.2e}",
-                        tok_s=f"{window['tokens'] / seconds:.0f}",
+                        loss=f"{loss:.3f}", lr=f"{lr:.2e}", per_s=f"{throughput:.0f}"
                     )
                     window = {
                         "loss": torch.zeros((), device=device),
-                        "tokens": 0,
+                        "targets": 0,
                         "since": time.monotonic(),
                     }
 
@@ -235,38 +239,33 @@ def train(cfg: Config, run_dir: Path) -> dict:
         elapsed=round(state.elapsed, 1),
     )
     info(
-        f"stopped at step {state.step}: {stop_reason}; best validation {tc.early_stopping_metric} {state.best_score}"
+        f"stopped at step {state.step}: {stop_reason}; best validation {metric} {state.best_score}"
     )
     return last_scores
 
 
 def train_step(
-    model: Seq2Seq,
+    model: Seq2Seq | Classifier,
     optimizer: torch.optim.Optimizer,
-    micro_batches: list[Batch],
+    micro_batches: list[Batch] | list[LabelBatch],
     cfg: Config,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over `micro_batches`; the loss is normalised by their total target tokens.
+    """One optimizer step over `micro_batches`; the loss is normalised by their total targets
+    (target tokens, or examples), so accumulated micro-batches train like one large batch.
 
     Returns the summed (label-smoothed) loss and the gradient norm as tensors, so that nothing waits
     for the device unless the caller logs them.
     """
     model.train()
-    n_tokens = sum(b.n_tgt_tokens for b in micro_batches)
+    n_targets = sum(b.n_targets for b in micro_batches)
     loss_sum = torch.zeros((), device=device)
     for batch in micro_batches:
         batch = batch.to(device)
         with runtime.autocast(device, cfg.run.dtype):
-            logits = model(batch.src, batch.tgt_in)
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(),
-            batch.tgt_out.flatten(),
-            ignore_index=model.pad_id,
-            label_smoothing=cfg.train.label_smoothing,
-            reduction="sum",
-        )
-        (loss / n_tokens).backward()
+            logits, targets = logits_and_targets(model, batch)
+        loss = summed_loss(logits, targets, cfg.train.label_smoothing)
+        (loss / n_targets).backward()
         loss_sum += loss.detach()
     max_norm = cfg.train.clip_norm if cfg.train.clip_norm > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
@@ -279,13 +278,25 @@ def train_step(
 
 
 def validation_scores(
-    model: Seq2Seq, pairs: EncodedPairs, data: RunData, cfg: Config, device: torch.device
+    model: Seq2Seq | Classifier, valid_data, data: RunData, cfg: Config, device: torch.device
 ) -> dict:
-    """Loss, perplexity and greedy BLEU/chrF/exact match on (the first sentences of) the validation split."""
+    """On (the first examples of) the validation split: loss and perplexity with greedy
+    BLEU/chrF/exact match (translation), or loss with accuracy and macro-F1 (classification)."""
     if cfg.train.eval_max_sentences:
-        pairs = pairs.subset(cfg.train.eval_max_sentences)
+        valid_data = valid_data.subset(cfg.train.eval_max_sentences)
+    if cfg.task == "classification":
+        report = score_labels(
+            model,
+            valid_data,
+            data.codecs.src,
+            data.labels,
+            device,
+            cfg.run.dtype,
+            cfg.train.batch_tokens,
+        )
+        return {key: report[key] for key in ("loss", "accuracy", "macro_f1")}
     scores, _ = score_pairs(
-        model, pairs, data.codecs, device, cfg.run.dtype, cfg.train.batch_tokens, 1, cfg.decode
+        model, valid_data, data.codecs, device, cfg.run.dtype, cfg.train.batch_tokens, 1, cfg.decode
     )
     return scores
 
@@ -314,13 +325,10 @@ def _limit_reached(
     return None
 
 
-def _padding(batches: list[Batch]) -> float:
-    """Share of target positions that are padding."""
-    return 1.0 - sum(b.n_tgt_tokens for b in batches) / sum(b.tgt_out.numel() for b in batches)
-
-
-def _epoch_batches(pairs: EncodedPairs, batch_tokens: int, seed: int, codec) -> list[Batch]:
-    return pairs.batches(batch_tokens, seed, codec.pad_id, codec.bos_id, codec.eos_id)
+def _padding(batches: list[Batch] | list[LabelBatch], pad_id: int) -> float:
+    """Share of source positions that are padding."""
+    real = sum(int((b.src != pad_id).sum()) for b in batches)
+    return 1.0 - real / sum(b.src.numel() for b in batches)
 
 
 def _trainer_state(optimizer, scheduler, state: TrainState) -> dict:

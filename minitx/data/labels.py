@@ -1,0 +1,63 @@
+"""Class labels: their names (from a ClassLabel feature or the training split) and label → index.
+
+Names are strings, so predictions print `positive`, not `1`, whatever type the data stores. Rows
+whose label is missing, or unknown to the run's label set, are counted and skipped, never fed to
+the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+
+from minitx.errors import UserError
+
+LABELS_FILE = "labels.json"
+
+
+def row_labels(dataset: datasets.Dataset) -> list[str | None]:
+    """Each row's label as a name; None where it is missing (null, empty, or ClassLabel's -1)."""
+    feature = dataset.features["label"]
+    values = dataset["label"]
+    if isinstance(feature, datasets.ClassLabel):
+        return [feature.names[v] if v is not None and v >= 0 else None for v in values]
+    return [None if v is None or str(v).strip() == "" else str(v).strip() for v in values]
+
+
+def label_names(dataset: datasets.Dataset) -> list[str]:
+    """The ClassLabel's names, else the sorted distinct labels (numerically when all are integers)."""
+    feature = dataset.features["label"]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    names = sorted({label for label in row_labels(dataset) if label is not None})
+    if all(_is_integer(name) for name in names):
+        names.sort(key=int)
+    if len(names) < 2:
+        raise UserError(
+            f"the training split has {len(names)} distinct label(s) ({names}); a classifier needs "
+            "at least 2: check data.label"
+        )
+    return names
+
+
+def _is_integer(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def save_label_names(names: list[str], run_dir: Path) -> None:
+    (run_dir / LABELS_FILE).write_text(json.dumps(names, ensure_ascii=False) + "\n", "utf-8")
+
+
+def load_label_names(run_dir: Path) -> list[str]:
+    path = run_dir / LABELS_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no {LABELS_FILE}; is it a classification run directory?")
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{path} is damaged: it must be a JSON list of label names")
+    return names
