@@ -19,6 +19,7 @@ from minitx.data.batching import (
     pad,
 )
 from minitx.data.labels import load_label_names
+from minitx.data.sources import split_name
 from minitx.data.tokenizer import Codecs, TextCodec, load_codecs
 from minitx.decode import translate
 from minitx.errors import UserError
@@ -181,6 +182,7 @@ def _evaluate_translation(
     (out_dir / f"{split}.hyp").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     return {
         "split": split,
+        "data_split": split_name(cfg.data.splits, split),
         "sentences": len(pairs),
         "checkpoint_step": run.checkpoint_step,
         **scores,
@@ -224,6 +226,7 @@ def _evaluate_classification(run: TrainedRun, split: str, out_dir: Path) -> dict
     )
     return {
         "split": split,
+        "data_split": split_name(cfg.data.splits, split),
         "examples": len(texts),
         "skipped": skipped,
         "checkpoint_step": run.checkpoint_step,

@@ -146,6 +146,13 @@ def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunDat
     and saved there."""
     raw = {split: load_split(cfg, split) for split in splits}
     train = raw.get("train")
+    labels = None
+    if cfg.task == "classification":  # before the tokenizer: a bad label column fails fast
+        if (run_dir / LABELS_FILE).is_file():
+            labels = load_label_names(run_dir)
+        else:
+            train = train if train is not None else load_split(cfg, "train")
+            labels = label_names(train)
     if has_tokenizer(run_dir):
         codecs = load_codecs(run_dir)
     else:
@@ -167,10 +174,7 @@ def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunDat
             for split, dataset in raw.items()
         }
         return RunData(codecs, encoded, None)
-    if (run_dir / LABELS_FILE).is_file():
-        labels = load_label_names(run_dir)
-    else:
-        labels = label_names(train if train is not None else load_split(cfg, "train"))
+    if not (run_dir / LABELS_FILE).is_file():
         save_label_names(labels, run_dir)
     encoded = {
         split: encode_labelled(

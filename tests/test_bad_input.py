@@ -472,7 +472,54 @@ CASES = [
         lambda w, t: ["train", w["config"], "--run-dir", damaged_run(w, t, _bad_pickle)],
         ["cannot load trainer state"],
     ),
+    # --- classification ---------------------------------------------------------------------
+    (
+        "classification-on-the-synthetic-task",
+        lambda w, t: [
+            "train",
+            _write(t / "c.yaml", "task: classification\ndata: {path: synthetic}\n"),
+        ],
+        ["the synthetic task is translation", "data.path"],
+    ),
+    (
+        "classification-label-column-missing",
+        lambda w, t: [
+            "train",
+            classification_config(t, train="text\tsentiment\ngood\t1\nbad\t0\n"),
+            "--run-dir",
+            t / "run",
+        ],
+        ["no column 'label'", "['text', 'sentiment']", "data.label"],
+    ),
+    (
+        "classification-one-label",
+        lambda w, t: [
+            "train",
+            classification_config(
+                t,
+                train="text\tlabel\ngood\t1\nfine\t1\n",
+                validation="text\tlabel\ngood\t1\n",
+            ),
+            "--run-dir",
+            t / "run",
+        ],
+        ["1 distinct label(s)", "at least 2"],
+    ),
+    ("predict-on-a-translation-run", lambda w, t: ["predict", w["run"], "hi"], ["translation run"]),
 ]
+
+
+def classification_config(tmp: Path, **tables: str) -> Path:
+    """A tiny classification config over TSV files `tables` (split name → content)."""
+    for split, content in tables.items():
+        _write(tmp / "cls" / f"{split}.tsv", content)
+    return _write(
+        tmp / "cls.yaml",
+        f"task: classification\ndata: {{path: {tmp / 'cls'}}}\n"
+        "tokenizer: {vocab_size: 40, min_frequency: 1}\n"
+        "model: {d_model: 16, n_heads: 2, n_encoder_layers: 1, d_ff: 32}\n"
+        "train: {max_steps: 2, batch_tokens: 64}\nrun: {device: cpu}\n",
+    )
 
 
 def _bigger_tokenizer() -> str:

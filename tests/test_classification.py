@@ -1,0 +1,300 @@
+"""Text classification end to end: data with per-split columns, the pooled classifier, training,
+eval reports with a confusion matrix, `minitx predict`, and label names that survive the run dir."""
+
+import json
+import random
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+import yaml
+
+from minitx.config import ModelConfig, config_from_dict, load_config
+from minitx.data.batching import encode_labelled
+from minitx.data.labels import label_names, row_labels
+from minitx.data.sources import load_labelled_texts
+from minitx.data.tokenizer import build_codecs
+from minitx.errors import UserError
+from minitx.evaluate import classify_texts, evaluate_split, load_run
+from minitx.metrics import classification_scores
+from minitx.model.transformer import build_classifier
+from minitx.run_dir import load_split, prepare_run_dir
+from minitx.train.loop import train
+
+from conftest import SHARED_DATA
+from test_cli import assert_user_error, minitx
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+GOOD = ["great", "lovely", "superb", "fine", "wonderful"]
+BAD = ["awful", "dull", "boring", "poor", "terrible"]
+FILLER = ["the", "film", "was", "a", "story", "plot", "really", "quite"]
+
+
+def _sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    """Separable toy sentiment: the class is given by which word list a sentence draws from."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        words = rng.sample(FILLER, 3) + [rng.choice(GOOD if label == "pos" else BAD)]
+        rng.shuffle(words)
+        rows.append((label, " ".join(words)))
+    return rows
+
+
+def _write_tsv(path: Path, column: str, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"label\t{column}\n" + "".join(f"{label}\t{text}\n" for label, text in rows),
+        encoding="utf-8",
+    )
+
+
+@pytest.fixture
+def sst_like_dir(tmp_path: Path) -> Path:
+    """SST-2's local layout: `sentence` in train.tsv, `content` in dev.tsv and test.tsv."""
+    data = tmp_path / "sst"
+    _write_tsv(data / "train.tsv", "sentence", _sentences(240, seed=1))
+    _write_tsv(data / "dev.tsv", "content", _sentences(40, seed=2))
+    _write_tsv(data / "test.tsv", "content", _sentences(30, seed=3))
+    return data
+
+
+def _config_yaml(data: Path, extra: str = "") -> str:
+    return f"""
+task: classification
+data:
+  path: {data}
+  text: sentence
+  splits: {{train: train, validation: dev, test: test}}
+  rename_columns: {{dev: {{content: sentence}}, test: {{content: sentence}}}}
+tokenizer: {{vocab_size: 60, min_frequency: 1}}
+model: {{d_model: 32, n_heads: 4, n_encoder_layers: 1, d_ff: 64, dropout: 0.0}}
+train: {{batch_tokens: 256, lr: 3.0e-3, warmup_steps: 5, max_steps: 60, eval_every: 30, log_every: 10}}
+run: {{device: cpu, seed: 3}}
+{extra}
+"""
+
+
+@pytest.fixture
+def trained_run(sst_like_dir: Path, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "sst"
+    cfg = config_from_dict(yaml.safe_load(_config_yaml(sst_like_dir)))
+    prepare_run_dir(cfg, run_dir, fresh=False)
+    train(cfg, run_dir)
+    return run_dir
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def test_per_split_renames_give_every_split_the_same_columns(sst_like_dir):
+    cfg = config_from_dict(yaml.safe_load(_config_yaml(sst_like_dir)))
+    for split, size in (("train", 240), ("validation", 40), ("test", 30)):
+        dataset = load_split(cfg, split)
+        assert dataset.column_names == ["text", "label"] and len(dataset) == size
+    assert load_split(cfg, "test")[0]["text"] == _sentences(30, seed=3)[0][1]
+
+
+def test_without_the_rename_the_error_lists_the_columns_that_exist(sst_like_dir):
+    raw = yaml.safe_load(_config_yaml(sst_like_dir))
+    del raw["data"]["rename_columns"]
+    cfg = config_from_dict(raw)
+    with pytest.raises(
+        UserError, match=r"no column 'sentence'; columns are \['label', 'content'\]"
+    ):
+        load_split(cfg, "validation")
+    raw["data"]["rename_columns"] = {"dev": {"contents": "sentence"}}
+    with pytest.raises(
+        UserError, match=r"names column\(s\) \['contents'\].*\['label', 'content'\]"
+    ):
+        load_split(config_from_dict(raw), "validation")
+
+
+def test_text_pairs_are_joined_with_separators(tmp_path):
+    (tmp_path / "train.jsonl").write_text(
+        "".join(
+            json.dumps({"premise": p, "hypothesis": h, "label": lab}) + "\n"
+            for p, h, lab in [("a b", "c", "yes"), ("c", "a", "no")] * 5
+        )
+    )
+    dataset = load_labelled_texts(str(tmp_path), "premise", "hypothesis", "label", "train")
+    codecs = build_codecs(
+        list(dataset["text"]) + list(dataset["text_pair"]), [], "bpe", 30, True, 1, None
+    )
+    encoded, _ = encode_labelled(dataset, codecs.src, label_names(dataset), "train")
+    codec = codecs.src
+    first = encoded.ids[0]
+    assert first[0] == codec.bos_id and first.count(codec.eos_id) == 2 and first[-1] == codec.eos_id
+    assert encoded.texts[0] == "a b\tc" and encoded.labels[:2] == [1, 0]  # names sorted: no, yes
+
+
+def test_label_names_from_class_label_feature_else_sorted_values():
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    with_names = datasets.Dataset.from_dict(
+        {"text": ["a", "b", "c"], "label": [1, -1, 0]}, features=features
+    )
+    assert label_names(with_names) == ["neg", "pos"]
+    assert row_labels(with_names) == ["pos", None, "neg"]  # -1: no label (Hub test splits)
+    plain = datasets.Dataset.from_dict({"text": ["a"] * 4, "label": ["10", "2", "", "2"]})
+    assert label_names(plain) == ["2", "10"]  # numeric order, empty label left out
+    with pytest.raises(UserError, match="at least 2"):
+        label_names(datasets.Dataset.from_dict({"text": ["a"], "label": ["x"]}))
+
+
+def test_missing_and_unknown_labels_are_counted_and_skipped(tmp_path):
+    rows = [("pos", "good film"), ("", "no label here"), ("meh", "unseen label"), ("neg", "bad")]
+    _write_tsv(tmp_path / "test.tsv", "text", rows)
+    dataset = load_labelled_texts(str(tmp_path), "text", None, "label", "test")
+    codecs = build_codecs(list(dataset["text"]), [], "bpe", 40, True, 1, None)
+    encoded, skipped = encode_labelled(dataset, codecs.src, ["neg", "pos"], "test")
+    assert encoded.labels == [1, 0] and skipped == {"missing label": 1, "unknown label": 1}
+
+
+def test_empty_texts_are_dropped_and_counted(tmp_path):
+    _write_tsv(tmp_path / "train.tsv", "text", [("pos", "good"), ("neg", "  "), ("neg", "bad")])
+    assert len(load_labelled_texts(str(tmp_path), "text", None, "label", "train")) == 2
+
+
+# --- model --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_pooled_output_is_unchanged_by_extra_padding(pooling):
+    cfg = ModelConfig(
+        d_model=32, n_heads=4, n_encoder_layers=2, d_ff=64, dropout=0.0, pooling=pooling
+    )
+    model = build_classifier(cfg, vocab_size=20, pad_id=0, n_classes=3).eval()
+    src = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]])
+    padded = torch.cat([src, torch.zeros(2, 6, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(model(src), model(padded), atol=1e-5)
+        memory, mask = model.encode(src)
+        pooled = model.pool(memory, mask)
+    expected = memory[1, :3].mean(0) if pooling == "mean" else memory[1, 0]
+    assert torch.allclose(pooled[1], expected, atol=1e-6)
+
+
+def test_classification_scores_and_confusion_matrix():
+    scores = classification_scores([0, 1, 1, 2, 0], [0, 1, 2, 2, 1], ["a", "b", "c"])
+    assert scores["accuracy"] == 60.0
+    assert scores["confusion_matrix"]["matrix"] == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
+    assert scores["per_class"]["c"] == {
+        "precision": 100.0,
+        "recall": 50.0,
+        "f1": 66.67,
+        "support": 2,
+    }
+    # macro-F1 = mean of F1 a (2/3), b (1/2), c (2/3)
+    assert scores["macro_f1"] == round(100 * (2 / 3 + 1 / 2 + 2 / 3) / 3, 2)
+
+
+# --- training, eval, predict ---------------------------------------------------------------------
+
+
+def test_a_tiny_classifier_learns_a_separable_task(trained_run):
+    events = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    validations = [e for e in events if e["event"] == "validation"]
+    assert validations[-1]["accuracy"] == 100.0
+    assert "examples_per_s" in next(e for e in events if e["event"] == "train")
+    assert json.loads((trained_run / "labels.json").read_text()) == ["neg", "pos"]
+    saved = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert saved["train"]["early_stopping_metric"] == "accuracy"
+
+
+def test_eval_report_has_every_score_and_a_matrix_that_sums_to_the_examples(trained_run):
+    report = evaluate_split(load_run(trained_run), "test")
+    written = json.loads((trained_run / "eval" / "test.json").read_text())
+    assert written == report
+    assert report["examples"] == 30 and report["data_split"] == "test"
+    matrix = report["confusion_matrix"]["matrix"]
+    assert report["confusion_matrix"]["labels"] == ["neg", "pos"]
+    assert sum(map(sum, matrix)) == 30
+    assert report["accuracy"] == pytest.approx(100 * (matrix[0][0] + matrix[1][1]) / 30, abs=0.01)
+    assert set(report["per_class"]) == {"neg", "pos"}
+    assert sum(c["support"] for c in report["per_class"].values()) == 30
+    assert report["loss"] > 0 and 0 <= report["macro_f1"] <= 100
+    png = (trained_run / "eval" / "test.confusion.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    predictions = (trained_run / "eval" / "test.pred").read_text().splitlines()
+    assert len(predictions) == 30 and all(p.split("\t")[0] in ("neg", "pos") for p in predictions)
+
+
+def test_label_names_survive_save_and_load(trained_run):
+    run = load_run(trained_run)
+    assert run.labels == ["neg", "pos"]
+    (probabilities,) = classify_texts(run, ["the film was superb"])
+    assert set(probabilities) == {"neg", "pos"}
+    assert max(probabilities, key=probabilities.get) == "pos"
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_cli_tsv_and_json(trained_run, tmp_path):
+    result = minitx("predict", trained_run, "a wonderful story", "", "a dull plot")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")[:-1]
+    assert len(lines) == 3 and lines[1] == ""
+    label, probability = lines[0].split("\t")
+    assert label == "pos" and 0.5 < float(probability) <= 1.0
+    assert lines[2].split("\t")[0] == "neg"
+
+    result = minitx(
+        "predict", trained_run, "--json", stdin="a wonderful story\nthe film was awful\n"
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["label"] for r in records] == ["pos", "neg"]
+    assert records[0]["text"] == "a wonderful story"
+    assert records[0]["probability"] == max(records[0]["probabilities"].values())
+
+
+def test_translate_and_predict_refuse_the_other_task(trained_run):
+    assert_user_error(minitx("translate", trained_run, "hello"), "classification run", "translate")
+
+
+def test_shipped_sst2_configs_load_and_read_the_right_columns(monkeypatch):
+    local = load_config(CONFIGS / "sst2.yaml", ["data.path=/x"])
+    assert local.task == "classification" and local.data.rename_columns["dev"] == {
+        "content": "sentence"
+    }
+    seen = []
+    features = datasets.Features(
+        {
+            "idx": datasets.Value("int32"),
+            "sentence": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["negative", "positive"]),
+        }
+    )
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        seen.append((path, split))
+        return datasets.Dataset.from_dict(
+            {"idx": [0, 1], "sentence": ["good .", "bad ."], "label": [1, 0]}, features=features
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    hub = load_config(CONFIGS / "sst2_hub.yaml")
+    test = load_split(hub, "test")
+    assert seen == [("stanfordnlp/sst2", "validation")]  # the Hub test split has no labels
+    assert label_names(test) == ["negative", "positive"] and test["text"] == ["good .", "bad ."]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "sst2").is_dir(), reason="needs ../shared/data/sst2")
+def test_real_sst2_files_load_through_the_config():
+    cfg = load_config(CONFIGS / "sst2.yaml", [f"data.path={SHARED_DATA / 'sst2'}"])
+    sizes = {split: len(load_split(cfg, split)) for split in ("train", "validation", "test")}
+    assert sizes == {"train": 67349, "validation": 872, "test": 1821}
+    assert label_names(load_split(cfg, "train")) == ["0", "1"]
+
+
+def test_a_damaged_or_missing_labels_file_is_a_clear_error(tmp_path):
+    from minitx.data.labels import load_label_names
+
+    with pytest.raises(UserError, match="no labels.json"):
+        load_label_names(tmp_path)
+    (tmp_path / "labels.json").write_text("{not json")
+    with pytest.raises(UserError, match="labels.json is damaged"):
+        load_label_names(tmp_path)
