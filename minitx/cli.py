@@ -13,7 +13,8 @@ from minitx.progress import set_quiet
 
 app = typer.Typer(
     help=(
-        "Train and evaluate small encoder-decoder Transformers from one YAML file.\n\n"
+        "Train and evaluate small Transformers, for translation or text classification, from one "
+        "YAML file.\n\n"
         "  minitx train configs/quickstart.yaml\n\n"
         "  minitx eval runs/quickstart --split test\n\n"
         '  minitx translate runs/quickstart "three hundred forty two"\n\n'
@@ -102,6 +103,8 @@ def evaluate(
 
     set_quiet(quiet)
     run = load_run(run_dir, checkpoint, tuple(overrides))
+    if beam is not None and run.config.task != "translation":
+        raise UserError(f"--beam is for translation runs, and {run_dir} is a {run.config.task} run")
     report = evaluate_split(run, split, beam)
     if run.config.task == "classification":
         for key in ("accuracy", "macro_f1", "loss"):

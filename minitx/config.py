@@ -56,7 +56,10 @@ class DataConfig:
         "e.g. {validation: {content: sentence}}",
     )
     max_len: int = _key(
-        128, "drop training examples with more subword tokens than this (per side)", min=1
+        128,
+        "drop training examples with more subword tokens than this (per side; classification: "
+        "text and pair together)",
+        min=1,
     )
     synthetic_size: int = _key(
         20000, "number of training pairs of the synthetic task (data.path: synthetic)", min=10
@@ -93,6 +96,27 @@ class ModelConfig:
     norm: Literal["pre", "post"] = _key(
         "pre", "LayerNorm before (pre) or after (post) each sublayer"
     )
+    attention: Literal["scaled_dot", "dot", "cosine"] = _key(
+        "scaled_dot",
+        "attention score: QKᵀ/√d_k (fused kernel), QKᵀ, or cosine(Q, K) × a learned per-head scale",
+    )
+    positions: Literal["sinusoidal", "learned", "rope", "relative", "alibi", "none"] = _key(
+        "sinusoidal",
+        "position information: added to embeddings (sinusoidal, learned) or inside "
+        "self-attention (rope, relative = T5 bias buckets, alibi), or none",
+    )
+    max_positions: int = _key(1024, "positions: learned: the longest sequence it can encode", min=1)
+    n_kv_heads: int | None = _key(
+        None,
+        "key/value heads (grouped-query attention; 1 = multi-query; null = n_heads); divides n_heads",
+        min=1,
+    )
+    window: int | None = _key(
+        None,
+        "encoder self-attention sees only this many neighbours on each side (null: all)",
+        min=1,
+    )
+    dilation: int = _key(1, "with window: the step between the neighbours seen (dilated)", min=1)
     tie_embeddings: bool = _key(
         True, "share target embeddings with the output layer (and with the source when joint)"
     )
@@ -191,6 +215,24 @@ class Config:
             errors.append(
                 f"model.d_model ({self.model.d_model}) must be divisible by model.n_heads "
                 f"({self.model.n_heads})"
+            )
+        if self.model.n_kv_heads and self.model.n_heads % self.model.n_kv_heads:
+            errors.append(
+                f"model.n_kv_heads ({self.model.n_kv_heads}) must divide model.n_heads "
+                f"({self.model.n_heads})"
+            )
+        d_head = self.model.d_model // self.model.n_heads
+        if self.model.positions == "rope" and d_head % 2:
+            errors.append(
+                f"model.positions: rope rotates pairs of features, and the head width "
+                f"d_model/n_heads = {d_head} is odd"
+            )
+        known_splits = {"train", "validation", "test", *self.data.splits.values()}
+        stray = sorted(set(self.data.rename_columns) - known_splits)
+        if stray:
+            errors.append(
+                f"data.rename_columns has keys {stray} that are neither train/validation/test "
+                f"nor a split named in data.splits ({sorted(set(self.data.splits.values()))})"
             )
         missing = {"train", "validation", "test"} - set(self.data.splits)
         if missing:

@@ -262,7 +262,13 @@ def classify_texts(
     """Each text's probability per label name. Pairs are given as `text<TAB>pair`."""
     require_task(run, "classification", "predict")
     if run.config.data.text_pair:
-        split = [text.split("\t", 1) + [""] * ("\t" not in text) for text in texts]
+        lacking = [i + 1 for i, text in enumerate(texts) if "\t" not in text]
+        if lacking:
+            raise UserError(
+                f"this run classifies sentence pairs: give each as TEXT<TAB>PAIR (input "
+                f"{lacking[0]} has no tab)"
+            )
+        split = [text.split("\t", 1) for text in texts]
         ids = encode_texts(run.codecs.src, [a for a, _ in split], [b for _, b in split])
     else:
         ids = encode_texts(run.codecs.src, texts)

@@ -52,7 +52,8 @@ class MetricsLog:
 def classification_scores(predictions: list[int], references: list[int], names: list[str]) -> dict:
     """Accuracy and macro-F1 (in %), per-class precision/recall/F1/support, confusion matrix.
 
-    The confusion matrix has one row per true class and one column per predicted class.
+    The confusion matrix has one row per true class and one column per predicted class. Macro-F1
+    averages the classes that occur in the references or the predictions, as scikit-learn does.
     """
     n = len(names)
     matrix = [[0] * n for _ in range(n)]
@@ -66,7 +67,8 @@ def classification_scores(predictions: list[int], references: list[int], names: 
         precision = true_positive / predicted if predicted else 0.0
         recall = true_positive / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        f1_scores.append(f1)
+        if support or predicted:
+            f1_scores.append(f1)
         per_class[name] = {
             "precision": round(100 * precision, 2),
             "recall": round(100 * recall, 2),
@@ -76,7 +78,7 @@ def classification_scores(predictions: list[int], references: list[int], names: 
     correct = sum(matrix[k][k] for k in range(n))
     return {
         "accuracy": round(100 * correct / max(len(references), 1), 2),
-        "macro_f1": round(100 * sum(f1_scores) / n, 2),
+        "macro_f1": round(100 * sum(f1_scores) / max(len(f1_scores), 1), 2),
         "per_class": per_class,
         "confusion_matrix": {"labels": names, "matrix": matrix},
     }

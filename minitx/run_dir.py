@@ -143,9 +143,10 @@ def training_texts(cfg: Config, dataset) -> tuple[list[str], list[str]]:
 
 def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunData:
     """Encoded splits; the tokenizer (and label names) are loaded from the run, or made from `train`
-    and saved there."""
+    and saved there once every split has encoded, so a failed first start leaves nothing stale."""
     raw = {split: load_split(cfg, split) for split in splits}
     train = raw.get("train")
+    made = []  # what this call creates and must save
     labels = None
     if cfg.task == "classification":  # before the tokenizer: a bad label column fails fast
         if (run_dir / LABELS_FILE).is_file():
@@ -153,6 +154,7 @@ def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunDat
         else:
             train = train if train is not None else load_split(cfg, "train")
             labels = label_names(train)
+            made.append(lambda: save_label_names(labels, run_dir))
     if has_tokenizer(run_dir):
         codecs = load_codecs(run_dir)
     else:
@@ -165,23 +167,16 @@ def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunDat
         codecs = build_codecs(
             src_texts, tgt_texts, t.type, t.vocab_size, joint, t.min_frequency, t.path
         )
-        codecs.save(run_dir)
-    if cfg.task == "translation":
-        encoded = {
-            split: encode_pairs(
-                dataset, codecs.src, codecs.tgt, cfg.data.max_len if split == "train" else None
-            )
-            for split, dataset in raw.items()
-        }
-        return RunData(codecs, encoded, None)
-    if not (run_dir / LABELS_FILE).is_file():
-        save_label_names(labels, run_dir)
-    encoded = {
-        split: encode_labelled(
-            dataset, codecs.src, labels, split, cfg.data.max_len if split == "train" else None
-        )[0]
-        for split, dataset in raw.items()
-    }
+        made.append(lambda: codecs.save(run_dir))
+    encoded = {}
+    for split, dataset in raw.items():
+        max_len = cfg.data.max_len if split == "train" else None
+        if cfg.task == "classification":
+            encoded[split], _ = encode_labelled(dataset, codecs.src, labels, split, max_len)
+        else:
+            encoded[split] = encode_pairs(dataset, codecs.src, codecs.tgt, max_len)
+    for save in made:
+        save()
     return RunData(codecs, encoded, labels)
 
 

@@ -127,7 +127,7 @@ def test_text_pairs_are_joined_with_separators(tmp_path):
     codec = codecs.src
     first = encoded.ids[0]
     assert first[0] == codec.bos_id and first.count(codec.eos_id) == 2 and first[-1] == codec.eos_id
-    assert encoded.texts[0] == "a b\tc" and encoded.labels[:2] == [1, 0]  # names sorted: no, yes
+    assert encoded.labels[:2] == [1, 0]  # names sorted: no, yes
 
 
 def test_label_names_from_class_label_feature_else_sorted_values():
@@ -298,3 +298,27 @@ def test_a_damaged_or_missing_labels_file_is_a_clear_error(tmp_path):
     (tmp_path / "labels.json").write_text("{not json")
     with pytest.raises(UserError, match="labels.json is damaged"):
         load_label_names(tmp_path)
+
+
+def test_float_nan_and_negative_labels_read_as_integers_or_missing():
+    dataset = datasets.Dataset.from_dict(
+        {"text": ["a", "b", "c", "d"], "label": [1.0, float("nan"), 0.0, -1.0]}
+    )
+    assert row_labels(dataset) == ["1", None, "0", None]
+    tsv_like = datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": ["1", "-1", "0"]})
+    assert row_labels(tsv_like) == ["1", None, "0"]
+
+
+def test_renames_that_would_clash_are_clear_errors(sst_like_dir):
+    raw = yaml.safe_load(_config_yaml(sst_like_dir))
+    raw["data"]["rename_columns"] = {"dev": {"content": "label"}}
+    with pytest.raises(UserError, match="two columns one name"):
+        load_split(config_from_dict(raw), "validation")
+    raw["data"]["rename_columns"] = {"deev": {"content": "sentence"}}
+    with pytest.raises(UserError, match=r"rename_columns has keys \['deev'\]"):
+        config_from_dict(raw)
+
+
+def test_macro_f1_averages_the_classes_that_occur():
+    scores = classification_scores([0, 1], [0, 1], ["a", "b", "never"])
+    assert scores["macro_f1"] == 100.0 and scores["per_class"]["never"]["support"] == 0

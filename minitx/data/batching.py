@@ -170,6 +170,11 @@ def encode_pairs(dataset, src_codec, tgt_codec, max_len: int | None = None) -> E
             ],
             batched=True,
         )
+        if len(encoded) == 0:
+            raise UserError(
+                f"every training pair has more than data.max_len ({max_len}) tokens on a side; "
+                "raise data.max_len"
+            )
     return EncodedPairs(
         list(encoded["src"]),
         list(encoded["tgt"]),
@@ -182,7 +187,6 @@ def encode_pairs(dataset, src_codec, tgt_codec, max_len: int | None = None) -> E
 class EncodedTexts:
     """A split's labelled texts as model inputs (`<s> text </s>`, plus `pair </s>` for pairs)."""
 
-    texts: list[str]  # as given; a pair joined by a tab
     ids: list[list[int]]
     labels: list[int]  # indices into the run's label names
 
@@ -193,7 +197,7 @@ class EncodedTexts:
         return len(self.ids)
 
     def subset(self, n: int) -> EncodedTexts:
-        return EncodedTexts(self.texts[:n], self.ids[:n], self.labels[:n])
+        return EncodedTexts(self.ids[:n], self.labels[:n])
 
     def batch_groups(self, batch_tokens: int, seed: int | None) -> list[np.ndarray]:
         return token_budget_batches([self.lengths], batch_tokens, seed)
@@ -256,8 +260,5 @@ def encode_labelled(
             f"split '{split}' has no usable rows (a known label, at most data.max_len tokens); "
             f"check data.label, data.max_len and data.rename_columns"
         )
-    shown = texts if pairs is None else [f"{a}\t{b}" for a, b in zip(texts, pairs, strict=True)]
-    encoded = EncodedTexts(
-        [shown[r] for r in keep], [ids[r] for r in keep], [index[labels[r]] for r in keep]
-    )
+    encoded = EncodedTexts([ids[r] for r in keep], [index[labels[r]] for r in keep])
     return encoded, skipped

@@ -1,13 +1,15 @@
 """Class labels: their names (from a ClassLabel feature or the training split) and label → index.
 
-Names are strings, so predictions print `positive`, not `1`, whatever type the data stores. Rows
-whose label is missing, or unknown to the run's label set, are counted and skipped, never fed to
-the model.
+Names are strings, so predictions print `positive`, not `1`, whatever type the data stores; a
+whole-number float label (Parquet columns with gaps hold 1.0) is the integer's name ("1"). Rows
+whose label is missing (null, empty, NaN, or negative such as the -1 of unlabelled GLUE test
+splits), or unknown to the run's label set, are counted and skipped, never fed to the model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import datasets
@@ -23,7 +25,19 @@ def row_labels(dataset: datasets.Dataset) -> list[str | None]:
     values = dataset["label"]
     if isinstance(feature, datasets.ClassLabel):
         return [feature.names[v] if v is not None and v >= 0 else None for v in values]
-    return [None if v is None or str(v).strip() == "" else str(v).strip() for v in values]
+    return [_label_name(v) for v in values]
+
+
+def _label_name(value) -> str | None:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            value = int(value)
+    name = "" if value is None else str(value).strip()
+    if not name or (_is_integer(name) and int(name) < 0):
+        return None
+    return name
 
 
 def label_names(dataset: datasets.Dataset) -> list[str]:
@@ -43,7 +57,11 @@ def label_names(dataset: datasets.Dataset) -> list[str]:
 
 
 def _is_integer(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def save_label_names(names: list[str], run_dir: Path) -> None:

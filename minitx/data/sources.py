@@ -187,11 +187,20 @@ def _load_hub(path: str, name: str | None, split: str) -> datasets.Dataset:
 def _rename(
     dataset: datasets.Dataset, rename: dict[str, str], where: str, split: str
 ) -> datasets.Dataset:
-    missing = [old for old in rename if old not in dataset.column_names]
+    columns = dataset.column_names
+    problem = None
+    missing = [old for old in rename if old not in columns]
+    renamed = [*rename.values(), *(c for c in columns if c not in rename)]
     if missing:
+        problem = f"names column(s) {missing}"
+    elif any(not new.strip() for new in rename.values()):
+        problem = "gives an empty column name"
+    elif len(set(renamed)) < len(renamed):
+        problem = f"would give two columns one name ({rename} over {columns})"
+    if problem:
         raise UserError(
-            f"{where}: data.rename_columns for split '{split}' names column(s) {missing}, "
-            f"but the columns are {dataset.column_names}"
+            f"{where}: data.rename_columns for split '{split}' {problem}, "
+            f"but the columns are {columns}"
         )
     return dataset.rename_columns(rename) if rename else dataset
 

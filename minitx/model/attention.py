@@ -1,12 +1,30 @@
-"""Multi-head scaled dot-product attention, softmax(QKᵀ/√d_k)·V, with masks and a key/value cache."""
+"""Multi-head attention: projections, scoring, positions inside attention, masks, a key/value cache.
+
+For each head, queries Q, keys K and values V are learned projections of the input; the output is
+softmax(score(Q, K) + bias)·V, the heads concatenated and projected back (Vaswani et al., 2017).
+`score` is one of
+- `scaled_dot`: QKᵀ/√d_k (the default, run by torch's fused `scaled_dot_product_attention`);
+- `dot`: QKᵀ, unscaled (Luong et al., 2015);
+- `cosine`: cos(Q, K) × a learned per-head scale (query-key normalisation: Henry et al., 2020;
+  Swin V2, Liu et al., 2022).
+`bias` comes from a relative position scheme (positions.py); masks hide padding and, in decoder
+self-attention, the future. With `n_kv_heads` < `n_heads`, groups of query heads share keys and
+values (grouped-query attention, Ainslie et al., 2023; 1 = multi-query, Shazeer, 2019), and the
+cache shrinks with them. With a `window`, each query sees only its W neighbours on each side,
+`dilation` apart (Longformer's sliding and dilated windows, Beltagy et al., 2020), computed as a band
+so that memory grows with T·W rather than T².
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from minitx.model.positions import AlibiBias, RelativeBias, Rotary
 
 
 @dataclass
@@ -18,8 +36,8 @@ class KVCache:
     """
 
     static: bool = False
-    k: torch.Tensor | None = None  # (B, H, T, Dh)
-    v: torch.Tensor | None = None  # (B, H, T, Dh)
+    k: torch.Tensor | None = None  # (B, H_kv, T, Dh)
+    v: torch.Tensor | None = None  # (B, H_kv, T, Dh)
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (beam search follows the surviving hypotheses)."""
@@ -34,28 +52,66 @@ def explicit_attention(
     mask: torch.Tensor | None,
     causal: bool,
     dropout: float,
-) -> torch.Tensor:
-    """softmax(QKᵀ/√d_k)·V written out; the same result as `F.scaled_dot_product_attention`."""
-    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, H, Tq, Tk)
+    scale: float | None = None,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(QKᵀ·scale + bias)·V written out: the output and the attention weights (B, H, Tq, Tk).
+
+    The same result as `F.scaled_dot_product_attention`; used where the weights are wanted, and on
+    the CPU in bf16, where it is faster.
+    """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
+    if bias is not None:
+        scores = scores + bias
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     if causal:
         q_len, k_len = scores.shape[-2:]
-        future = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(1)
+        future = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(1 + k_len - q_len)
         scores = scores.masked_fill(future, float("-inf"))
-    weights = F.dropout(scores.softmax(dim=-1), dropout, training=dropout > 0)
-    return weights.to(v.dtype) @ v
+    weights = scores.softmax(dim=-1)
+    out = F.dropout(weights, dropout, training=dropout > 0).to(v.dtype) @ v
+    return out, weights
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        dropout: float = 0.0,
+        n_kv_heads: int | None = None,
+        score: str = "scaled_dot",
+        positions: str = "sinusoidal",
+        causal: bool = False,
+        window: int | None = None,
+        dilation: int = 1,
+    ):
+        """`positions` other than rope/relative/alibi are absolute (added to the embeddings) and
+        change nothing here; `causal` says which way relative biases look (decoder self-attention)."""
         super().__init__()
         self.n_heads = n_heads
+        self.n_kv_heads = n_kv_heads or n_heads
         self.d_head = d_model // n_heads
         self.dropout = dropout
+        self.score = score
+        self.window, self.dilation = window, dilation
         self.q_proj = nn.Linear(d_model, d_model)
-        self.kv_proj = nn.Linear(d_model, 2 * d_model)  # keys and values in one matmul
+        # keys and values in one matmul, n_kv_heads of each
+        self.kv_proj = nn.Linear(d_model, 2 * self.n_kv_heads * self.d_head)
         self.out_proj = nn.Linear(d_model, d_model)
+        if score == "cosine":
+            # log of the per-head scale, starting at 10 and capped at 100 (Swin V2)
+            self.log_scale = nn.Parameter(torch.full((n_heads, 1, 1), math.log(10.0)))
+        self.rotary = Rotary(self.d_head) if positions == "rope" else None
+        self.bias = None
+        if positions == "relative":
+            self.bias = RelativeBias(n_heads, bidirectional=not causal)
+        elif positions == "alibi":
+            self.bias = AlibiBias(n_heads)
+        self.keep_weights = False  # set by `record_attention`: keep the last weights for a plot
+        self.weights: torch.Tensor | None = None  # (B, H, Tq, Tk) when kept
 
     def forward(
         self,
@@ -64,37 +120,104 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         causal: bool = False,
         cache: KVCache | None = None,
+        offset: int = 0,
     ) -> torch.Tensor:
         """Queries from `x` (B, Tq, D) attend to `context` (B, Tk, D).
 
         `mask` (B, 1, 1|Tq, Tk) is True where attention is allowed (padding masks); `causal`
         hides later positions (training-time decoder self-attention; with a cache, the earlier
-        steps are all there is, so no mask is needed).
+        steps are all there is). `offset` is the position of x[:, 0] (decoding step by step).
         """
         batch, q_len, d_model = x.shape
-        q = self._split_heads(self.q_proj(x))  # (B, H, Tq, Dh)
+        q = self._split_heads(self.q_proj(x), self.n_heads)  # (B, H, Tq, Dh)
         if cache is not None and cache.static and cache.k is not None:
             k, v = cache.k, cache.v
         else:
-            k, v = (self._split_heads(t) for t in self.kv_proj(context).chunk(2, dim=-1))
+            kv = self.kv_proj(context).chunk(2, dim=-1)
+            k, v = (self._split_heads(t, self.n_kv_heads) for t in kv)  # (B, H_kv, Tk, Dh)
+            if self.rotary is not None:
+                k = self.rotary(k, torch.arange(offset, offset + k.shape[2], device=k.device))
             if cache is not None:
                 if not cache.static and cache.k is not None:
                     k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
                 cache.k, cache.v = k, v
+        if self.rotary is not None:
+            q = self.rotary(q, torch.arange(offset, offset + q_len, device=q.device))
+        k, v = self._share_kv_heads(k), self._share_kv_heads(v)  # (B, H, Tk, Dh)
+        scale = None  # √d_k
+        if self.score == "dot":
+            scale = 1.0
+        elif self.score == "cosine":
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+            q, scale = q * self.log_scale.clamp(max=math.log(100.0)).exp().to(q.dtype), 1.0
         dropout = self.dropout if self.training else 0.0
         causal = causal and q_len > 1
-        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
-            # torch's fused CPU kernel is slow in bf16: its backward took 7x longer than these
-            # three ops on Multi30k-sized batches (torch 2.13, scripts/bench_attention.py).
-            out = explicit_attention(q, k, v, mask, causal, dropout)
+        if self.window is not None:
+            out = self._banded(q, k, v, mask, scale, dropout)
         else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal
-            )
-        # (B, H, Tq, Dh)
+            bias = None
+            if self.bias is not None:
+                k_len = k.shape[2]
+                queries = torch.arange(k_len - q_len, k_len, device=q.device)
+                distance = torch.arange(k_len, device=q.device)[None, :] - queries[:, None]
+                bias = self.bias(distance).to(q.dtype)  # (H, Tq, Tk)
+            out = self._full(q, k, v, mask, causal, dropout, scale, bias)
         out = out.transpose(1, 2).reshape(batch, q_len, d_model)  # (B, Tq, D)
         return self.out_proj(out)
 
-    def _split_heads(self, t: torch.Tensor) -> torch.Tensor:
+    def _full(self, q, k, v, mask, causal, dropout, scale, bias) -> torch.Tensor:
+        slow_fused = q.device.type == "cpu" and q.dtype == torch.bfloat16
+        if self.keep_weights or slow_fused:
+            # torch's fused CPU kernel is slow in bf16: its backward took 7x longer than these
+            # three ops on Multi30k-sized batches (torch 2.13, scripts/bench_attention.py).
+            out, weights = explicit_attention(q, k, v, mask, causal, dropout, scale, bias)
+            if self.keep_weights:
+                self.weights = weights.detach()
+            return out
+        if bias is not None:  # one additive mask: the fused kernel takes no bias and mask apart
+            if causal:
+                q_len, k_len = q.shape[2], k.shape[2]
+                future = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(1)
+                bias = bias.masked_fill(future, float("-inf"))
+                causal = False
+            if mask is not None:
+                bias = bias.masked_fill(~mask, float("-inf"))
+            mask = bias
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale
+        )
+
+    def _banded(self, q, k, v, mask, scale, dropout) -> torch.Tensor:
+        """Each query i attends to keys i + j·dilation, j = −W…W: scores (B, H, T, 2W+1), not T²."""
+        length = q.shape[2]
+        steps = torch.arange(-self.window, self.window + 1, device=q.device) * self.dilation
+        keys = torch.arange(length, device=q.device)[:, None] + steps  # (T, 2W+1)
+        inside = (keys >= 0) & (keys < length)
+        keys = keys.clamp(0, length - 1)
+        k_band, v_band = k[:, :, keys], v[:, :, keys]  # (B, H, T, 2W+1, Dh)
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        scores = (q.unsqueeze(3) @ k_band.transpose(-2, -1)).squeeze(3) * scale  # (B, H, T, 2W+1)
+        if self.bias is not None:
+            scores = scores + self.bias(steps).to(scores.dtype)[:, None, :]  # (H, 1, 2W+1)
+        allowed = inside[None, None]
+        if mask is not None:  # (B, 1, 1, T) key padding → (B, 1, T, 2W+1)
+            allowed = allowed & mask[:, :, 0][..., keys]
+        # A query always sees itself, so no row is empty (padding queries would give NaN).
+        allowed = allowed | (steps == 0)
+        weights = scores.masked_fill(~allowed, float("-inf")).float().softmax(dim=-1)
+        if self.keep_weights:  # spread the band back over all T keys for a picture
+            full = torch.zeros(*weights.shape[:3], length, device=q.device)
+            self.weights = full.scatter_add_(
+                -1, keys.expand_as(weights), weights.masked_fill(~inside, 0.0)
+            )
+        weights = F.dropout(weights, dropout, training=dropout > 0).to(v.dtype)
+        return (weights.unsqueeze(3) @ v_band).squeeze(3)  # (B, H, T, Dh)
+
+    def _split_heads(self, t: torch.Tensor, n_heads: int) -> torch.Tensor:
         batch, length, _ = t.shape
-        return t.view(batch, length, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, Dh)
+        return t.view(batch, length, n_heads, self.d_head).transpose(1, 2)  # (B, H, T, Dh)
+
+    def _share_kv_heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, H_kv, T, Dh) → (B, H, T, Dh): each key/value head serves H/H_kv query heads."""
+        groups = self.n_heads // self.n_kv_heads
+        return t if groups == 1 else t.repeat_interleave(groups, dim=1)

@@ -53,9 +53,15 @@ class EncoderLayer(nn.Module):
         activation_dropout: float,
         activation: str,
         pre_norm: bool,
+        attention: dict,
+        window: int | None = None,
+        dilation: int = 1,
     ):
+        """`attention`: the MultiHeadAttention options (score, positions, n_kv_heads)."""
         super().__init__()
-        self.self_attention = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.self_attention = MultiHeadAttention(
+            d_model, n_heads, attention_dropout, window=window, dilation=dilation, **attention
+        )
         self.feed_forward = FeedForward(d_model, d_ff, activation_dropout, activation)
         self.attention_residual = Residual(d_model, dropout, pre_norm)
         self.feed_forward_residual = Residual(d_model, dropout, pre_norm)
@@ -76,10 +82,16 @@ class DecoderLayer(nn.Module):
         activation_dropout: float,
         activation: str,
         pre_norm: bool,
+        attention: dict,
     ):
+        """`attention`: the MultiHeadAttention options (score, positions, n_kv_heads)."""
         super().__init__()
-        self.self_attention = MultiHeadAttention(d_model, n_heads, attention_dropout)
-        self.cross_attention = MultiHeadAttention(d_model, n_heads, attention_dropout)
+        self.self_attention = MultiHeadAttention(
+            d_model, n_heads, attention_dropout, causal=True, **attention
+        )
+        # Cross-attention relates positions of two different sentences: no relative positions.
+        cross = {**attention, "positions": "none"}
+        self.cross_attention = MultiHeadAttention(d_model, n_heads, attention_dropout, **cross)
         self.feed_forward = FeedForward(d_model, d_ff, activation_dropout, activation)
         self.self_attention_residual = Residual(d_model, dropout, pre_norm)
         self.cross_attention_residual = Residual(d_model, dropout, pre_norm)
@@ -91,11 +103,13 @@ class DecoderLayer(nn.Module):
         memory: torch.Tensor,
         src_mask: torch.Tensor,
         cache: tuple[KVCache, KVCache] | None = None,
+        offset: int = 0,
     ) -> torch.Tensor:
-        """`cache` = (self-attention cache, cross-attention cache) when decoding step by step."""
+        """`cache` = (self-attention cache, cross-attention cache) when decoding step by step;
+        `offset` = the position of y[:, 0]."""
         self_cache, cross_cache = cache if cache is not None else (None, None)
         y = self.self_attention_residual(
-            y, lambda h: self.self_attention(h, h, causal=True, cache=self_cache)
+            y, lambda h: self.self_attention(h, h, causal=True, cache=self_cache, offset=offset)
         )
         y = self.cross_attention_residual(
             y, lambda h: self.cross_attention(h, memory, mask=src_mask, cache=cross_cache)

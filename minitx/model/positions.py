@@ -1,4 +1,17 @@
-"""Absolute positional encodings: the fixed sinusoids of Vaswani et al. (2017), section 3.5."""
+"""Where a token is: absolute encodings added to the embeddings, or relative schemes inside attention.
+
+`model.positions` picks one:
+- `sinusoidal`: fixed sinusoids added to the embeddings (Vaswani et al., 2017, section 3.5);
+- `learned`: a learned vector per position, added (Gehring et al., 2017; BERT), up to `max_positions`;
+- `rope`: queries and keys rotated by their position (Su et al., 2021, RoFormer);
+- `relative`: a learned per-head bias on the scores for each bucket of query-key distance, exact
+  for short distances and logarithmic for long ones (Raffel et al., 2020, T5);
+- `alibi`: a fixed per-head linear penalty on the query-key distance (Press et al., 2022);
+- `none`: nothing; attention alone cannot tell positions apart (a bag of words in the encoder).
+
+Relative schemes apply to self-attention; cross-attention compares positions of two different
+sentences and gets none. All but `learned` work for sequences longer than any seen in training.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +19,9 @@ import math
 
 import torch
 from torch import nn
+
+ABSOLUTE = ("sinusoidal", "learned")
+RELATIVE = ("rope", "relative", "alibi")
 
 
 class SinusoidalPositions(nn.Module):
@@ -31,3 +47,87 @@ class SinusoidalPositions(nn.Module):
         if offset + length > self.table.shape[0]:
             self.table = self._table(2 * (offset + length)).to(self.table.device)
         return self.table[offset : offset + length]
+
+
+class LearnedPositions(nn.Module):
+    """One learned vector per position, up to `max_positions`."""
+
+    def __init__(self, d_model: int, max_positions: int):
+        super().__init__()
+        self.table = nn.Embedding(max_positions, d_model)
+
+    def forward(self, length: int, offset: int = 0) -> torch.Tensor:
+        if offset + length > self.table.num_embeddings:
+            raise ValueError(
+                f"learned positions go up to {self.table.num_embeddings} tokens, and this "
+                f"sequence needs {offset + length}; raise model.max_positions or use another "
+                "model.positions"
+            )
+        positions = torch.arange(offset, offset + length, device=self.table.weight.device)
+        return self.table(positions)
+
+
+class Rotary(nn.Module):
+    """Rotate each pair of query/key features by an angle proportional to the position, so that
+    q·k depends on the positions only through their difference (RoFormer, eq. 34)."""
+
+    def __init__(self, d_head: int, base: float = 10000.0):
+        super().__init__()
+        inverse_frequency = base ** (-torch.arange(0, d_head, 2).float() / d_head)
+        self.register_buffer("inverse_frequency", inverse_frequency, persistent=False)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x (B, H, T, Dh) at `positions` (T,) → rotated x, same shape and dtype."""
+        angles = positions.float()[:, None] * self.inverse_frequency  # (T, Dh/2)
+        cos, sin = angles.cos(), angles.sin()
+        even, odd = x.float()[..., 0::2], x.float()[..., 1::2]
+        rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+        return rotated.flatten(-2).to(x.dtype)
+
+
+class RelativeBias(nn.Module):
+    """T5's bias: a learned scalar per head for each bucket of the distance key − query."""
+
+    def __init__(
+        self, n_heads: int, bidirectional: bool, n_buckets: int = 32, max_distance: int = 128
+    ):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.n_buckets = n_buckets
+        self.max_distance = max_distance
+        self.bias = nn.Embedding(n_buckets, n_heads)
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        """distance (…) = key position − query position → bias (H, …)."""
+        return self.bias(self._bucket(distance)).movedim(-1, 0)
+
+    def _bucket(self, distance: torch.Tensor) -> torch.Tensor:
+        n = self.n_buckets
+        bucket = torch.zeros_like(distance)
+        if self.bidirectional:  # half the buckets for keys after the query
+            n //= 2
+            bucket = (distance > 0).long() * n
+            distance = distance.abs()
+        else:  # keys at or before the query only
+            distance = (-distance).clamp(min=0)
+        exact = n // 2
+        # Distances from `exact` up to max_distance share logarithmically wider buckets.
+        log_bucket = exact + (
+            torch.log(distance.float().clamp(min=1) / exact)
+            / math.log(self.max_distance / exact)
+            * (n - exact)
+        ).long().clamp(max=n - 1 - exact)
+        return bucket + torch.where(distance < exact, distance, log_bucket)
+
+
+class AlibiBias(nn.Module):
+    """ALiBi: −slope_h × |key − query|, slopes 2^(−8h/H) for heads h = 1…H (Press et al., 2022)."""
+
+    def __init__(self, n_heads: int):
+        super().__init__()
+        slopes = torch.tensor([2 ** (-8 * (h + 1) / n_heads) for h in range(n_heads)])
+        self.register_buffer("slopes", slopes, persistent=False)
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        """distance (…) = key position − query position → bias (H, …)."""
+        return -self.slopes.view(-1, *[1] * distance.dim()) * distance.abs().float()

@@ -10,22 +10,41 @@ from torch import nn
 from minitx.config import ModelConfig
 from minitx.model.attention import KVCache
 from minitx.model.layers import DecoderLayer, EncoderLayer
-from minitx.model.positions import SinusoidalPositions
+from minitx.model.positions import LearnedPositions, SinusoidalPositions
 
 
 class Embedding(nn.Module):
-    """Token embeddings × √d_model plus sinusoidal positions (Vaswani et al., 2017, 3.4)."""
+    """Token embeddings × √d_model (Vaswani et al., 2017, 3.4), plus absolute positions when
+    `positions` is sinusoidal or learned (relative schemes live in attention instead)."""
 
-    def __init__(self, vocab_size: int, d_model: int, pad_id: int, dropout: float):
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        pad_id: int,
+        dropout: float,
+        positions: str = "sinusoidal",
+        max_positions: int = 1024,
+    ):
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
-        self.positions = SinusoidalPositions(d_model)
+        self.positions = None
+        if positions == "sinusoidal":
+            self.positions = SinusoidalPositions(d_model)
+        elif positions == "learned":
+            self.positions = LearnedPositions(d_model, max_positions)
         self.dropout = nn.Dropout(dropout)
         self.scale = math.sqrt(d_model)
 
     def forward(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        x = self.tokens(ids) * self.scale + self.positions(ids.shape[1], offset)  # (B, T, D)
+        x = self.tokens(ids) * self.scale  # (B, T, D)
+        if self.positions is not None:
+            x = x + self.positions(ids.shape[1], offset)
         return self.dropout(x)
+
+
+def embedding(cfg: ModelConfig, vocab_size: int, pad_id: int) -> Embedding:
+    return Embedding(vocab_size, cfg.d_model, pad_id, cfg.dropout, cfg.positions, cfg.max_positions)
 
 
 def layer_sizes(cfg: ModelConfig) -> dict:
@@ -39,6 +58,11 @@ def layer_sizes(cfg: ModelConfig) -> dict:
         "activation_dropout": cfg.activation_dropout,
         "activation": cfg.activation,
         "pre_norm": cfg.norm == "pre",
+        "attention": {
+            "score": cfg.attention,
+            "positions": cfg.positions,
+            "n_kv_heads": cfg.n_kv_heads,
+        },
     }
 
 
@@ -52,7 +76,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.embedding = embedding
         self.layers = nn.ModuleList(
-            EncoderLayer(**layer_sizes(cfg)) for _ in range(cfg.n_encoder_layers)
+            EncoderLayer(**layer_sizes(cfg), window=cfg.window, dilation=cfg.dilation)
+            for _ in range(cfg.n_encoder_layers)
         )
         self.final_norm = final_norm(cfg)
 
@@ -86,7 +111,7 @@ class Decoder(nn.Module):
         """Logits (B, T, V) for each target position; `offset` is the position of tgt_in[:, 0]."""
         y = self.embedding(tgt_in, offset)
         for i, layer in enumerate(self.layers):
-            y = layer(y, memory, src_mask, None if cache is None else cache[i])
+            y = layer(y, memory, src_mask, None if cache is None else cache[i], offset)
         return self.output(self.final_norm(y))
 
 
@@ -103,11 +128,11 @@ class Seq2Seq(nn.Module):
     ):
         super().__init__()
         self.pad_id = pad_id
-        src_embedding = Embedding(src_vocab_size, cfg.d_model, pad_id, cfg.dropout)
+        src_embedding = embedding(cfg, src_vocab_size, pad_id)
         if joint_vocab and cfg.tie_embeddings:
             tgt_embedding = src_embedding  # one table for source, target and output
         else:
-            tgt_embedding = Embedding(tgt_vocab_size, cfg.d_model, pad_id, cfg.dropout)
+            tgt_embedding = embedding(cfg, tgt_vocab_size, pad_id)
         self.encoder = Encoder(cfg, src_embedding)
         self.decoder = Decoder(cfg, tgt_embedding, tgt_vocab_size)
         init_weights(self, cfg.d_model)
@@ -148,7 +173,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.pad_id = pad_id
         self.pooling = cfg.pooling
-        self.encoder = Encoder(cfg, Embedding(vocab_size, cfg.d_model, pad_id, cfg.dropout))
+        self.encoder = Encoder(cfg, embedding(cfg, vocab_size, pad_id))
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.d_model, n_classes)
         init_weights(self, cfg.d_model)

@@ -85,7 +85,7 @@ def train(cfg: Config, run_dir: Path) -> dict:
     max_time = parse_duration(tc.max_time) if tc.max_time else math.inf
 
     data = load_run_data(cfg, run_dir, splits=("train", "validation"))
-    tgt_codec = data.codecs.tgt
+    tgt_codec = data.codecs.tgt  # classification: the one codec (src and tgt are the same)
     train_data, valid_data = data.splits["train"], data.splits["validation"]
     model = build_run_model(cfg, data.codecs, data.labels)
     model.to(device)
