@@ -24,6 +24,7 @@ from minitx.data.tokenizer import Codecs, TextCodec, load_codecs
 from minitx.decode import translate
 from minitx.errors import UserError
 from minitx.metrics import classification_scores, perplexity, translation_scores
+from minitx.model.attention import recording_attention
 from minitx.model.transformer import Classifier, Seq2Seq
 from minitx.run_dir import build_run_model, load_run_config, load_split
 from minitx.train.checkpoint import find_checkpoint, load_meta, load_weights
@@ -279,3 +280,58 @@ def classify_texts(
             probabilities = run.model(src).float().softmax(-1).cpu()
         results += [dict(zip(run.labels, row.tolist(), strict=True)) for row in probabilities]
     return results
+
+
+@torch.no_grad()
+def attention_maps(run: TrainedRun, text: str) -> dict:
+    """Every attention map of one input, from the model's own forward pass.
+
+    Translation: the greedy translation is fed back teacher-forced, and the maps are encoder
+    self-attention (source × source), decoder self-attention (target × target) and
+    cross-attention (target × source), per layer, each (H, Tq, Tk). Classification: encoder
+    self-attention and the prediction.
+    """
+    codec = run.codecs.src
+    model = run.model
+    if run.config.task == "classification":
+        ids = encode_texts(codec, [text])[0]
+        src_tokens = [codec.tokenizer.id_to_token(i) for i in ids]
+    else:
+        ids = [*codec.encode([text])[0], codec.eos_id]
+        src_tokens = [codec.tokenizer.id_to_token(i) for i in ids]
+    src = torch.tensor([ids], device=run.device)
+    result: dict = {"source_tokens": src_tokens, "maps": []}
+    with recording_attention(model), runtime.autocast(run.device, run.config.run.dtype):
+        if run.config.task == "classification":
+            probabilities = model(src).float().softmax(-1)[0]
+            best = int(probabilities.argmax())
+            result["prediction"] = {
+                "label": run.labels[best],
+                "probability": round(float(probabilities[best]), 4),
+            }
+        else:
+            (translation,) = translate_texts(run, [text], beam_size=1)
+            tgt_codec = run.codecs.tgt
+            tgt_ids = [tgt_codec.bos_id, *tgt_codec.encode([translation])[0]]
+            result["translation"] = translation
+            result["target_tokens"] = [tgt_codec.tokenizer.id_to_token(i) for i in tgt_ids]
+            model(src, torch.tensor([tgt_ids], device=run.device))
+        for i, layer in enumerate(model.encoder.layers):
+            result["maps"].append(_map("encoder_self", i, layer.self_attention, "source", "source"))
+        if run.config.task == "translation":
+            for i, layer in enumerate(model.decoder.layers):
+                result["maps"].append(
+                    _map("decoder_self", i, layer.self_attention, "target", "target")
+                )
+                result["maps"].append(_map("cross", i, layer.cross_attention, "target", "source"))
+    return result
+
+
+def _map(kind: str, layer: int, attention, queries: str, keys: str) -> dict:
+    return {
+        "kind": kind,
+        "layer": layer,
+        "queries": queries,
+        "keys": keys,
+        "weights": attention.weights[0].float().cpu(),  # (H, Tq, Tk)
+    }

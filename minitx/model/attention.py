@@ -18,6 +18,7 @@ so that memory grows with T·W rather than T².
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -221,3 +222,17 @@ class MultiHeadAttention(nn.Module):
         """(B, H_kv, T, Dh) → (B, H, T, Dh): each key/value head serves H/H_kv query heads."""
         groups = self.n_heads // self.n_kv_heads
         return t if groups == 1 else t.repeat_interleave(groups, dim=1)
+
+
+@contextmanager
+def recording_attention(model: nn.Module):
+    """Within this block every attention module of `model` keeps its last weights (`.weights`,
+    (B, H, Tq, Tk)): the same forward pass, through the explicit formula, for plots."""
+    modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    for module in modules:
+        module.keep_weights = True
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.keep_weights, module.weights = False, None

@@ -210,8 +210,9 @@ def init_weights(model: nn.Module, d_model: int) -> None:
         if isinstance(module, nn.Embedding):
             # N(0, d^-1/2): after the √d scale, embeddings start at unit size (fairseq).
             nn.init.normal_(module.weight, std=d_model**-0.5)
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
 
 
 def build_model(
