@@ -226,6 +226,95 @@ def predict(
             typer.echo(f"{label}\t{probabilities[label]:.4f}" if label else "")
 
 
+@app.command()
+def attention(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
+    text: str = typer.Argument(..., help="The sentence (or text) to look at."),
+    layer: int | None = typer.Option(None, "--layer", min=0, help="Only this layer (from 0)."),
+    head: int | None = typer.Option(None, "--head", min=0, help="Only this head (from 0)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Where to write [default: RUN_DIR/attention]."
+    ),
+    checkpoint: str = typer.Option(
+        "best", "--checkpoint", help="best, last, or step_N (kept with train.keep_last)."
+    ),
+) -> None:
+    """Draw attention maps: PNG heatmaps (a grid of heads per layer) and the raw weights as JSON.
+
+    Translation runs: the sentence is translated (greedy), then encoder self-attention, decoder
+    self-attention and cross-attention are drawn. Classification runs: encoder self-attention and
+    the prediction.
+
+    Examples:
+
+      minitx attention runs/multi30k_de_en_raw "Ein Hund rennt durch den Park."
+
+      minitx attention runs/quickstart "three hundred forty two" --layer 1 --head 0 --out maps/
+    """
+    from minitx.evaluate import attention_maps, load_run
+    from minitx.plots import draw_attention_maps
+
+    run = load_run(run_dir, checkpoint)
+    cfg = run.config.model
+    n_layers = (
+        cfg.n_encoder_layers
+        if run.config.task == "classification"
+        else max(cfg.n_encoder_layers, cfg.n_decoder_layers)
+    )
+    if layer is not None and layer >= n_layers:
+        raise UserError(f"--layer {layer}: the model has layers 0 to {n_layers - 1}")
+    if head is not None and head >= cfg.n_heads:
+        raise UserError(f"--head {head}: the model has heads 0 to {cfg.n_heads - 1}")
+    if not text.strip():
+        raise UserError("give a non-empty text to look at")
+    maps = attention_maps(run, text)
+    if "translation" in maps:
+        typer.echo(f"translation: {maps['translation']}")
+    if "prediction" in maps:
+        typer.echo(
+            f"prediction: {maps['prediction']['label']} ({maps['prediction']['probability']})"
+        )
+    for path in draw_attention_maps(maps, out or run_dir / "attention", run_dir.name, layer, head):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
+) -> None:
+    """Draw training loss, learning rate and validation metrics from metrics.jsonl as PNG curves.
+
+    Example:
+
+      minitx plot runs/quickstart     # writes runs/quickstart/plots/curves.png
+    """
+    from minitx.plots import plot_curves
+
+    events = _read_metrics(run_dir)
+    (run_dir / "plots").mkdir(exist_ok=True)
+    path = run_dir / "plots" / "curves.png"
+    panels = plot_curves(events, path, run_dir.name)
+    typer.echo(f"wrote {path} ({', '.join(panels)})")
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no metrics.jsonl; is it a minitx run directory?")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    events = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UserError(f"{path} line {number} is not JSON; the file is damaged") from None
+            # else: the last line of a run killed mid-write; skip it
+    if not any(e.get("event") == "train" for e in events):
+        raise UserError(f"{path} has no training steps logged yet; train longer than log_every")
+    return events
+
+
 def _input_lines(texts: list[str] | None, input_file: Path | None) -> list[str]:
     """Lines from the arguments, from --input, or else from stdin."""
     if texts and input_file:

@@ -1,0 +1,105 @@
+"""Seeing attention: weights recorded from the model's own forward pass, `minitx attention` and
+`minitx plot` files."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from minitx.config import ModelConfig, config_from_dict
+from minitx.evaluate import attention_maps, load_run
+from minitx.model.attention import MultiHeadAttention, recording_attention
+from minitx.model.transformer import build_model
+from minitx.run_dir import prepare_run_dir
+from minitx.train.loop import train
+
+from conftest import tiny_config_yaml
+from test_cli import assert_user_error, minitx
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from conftest import write_splits
+
+    root = tmp_path_factory.mktemp("maps")
+    raw = yaml.safe_load(tiny_config_yaml(str(write_splits(root / "data"))))
+    cfg = config_from_dict(raw)
+    prepare_run_dir(cfg, root / "run", fresh=False)
+    train(cfg, root / "run")
+    return root / "run"
+
+
+def test_recording_returns_the_weights_of_the_same_forward_pass():
+    model = build_model(
+        ModelConfig(
+            d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0
+        ),
+        30,
+        30,
+        0,
+        True,
+    ).eval()
+    src, tgt = torch.randint(4, 30, (2, 7)), torch.randint(4, 30, (2, 5))
+    src[1, 5:] = 0
+    with torch.no_grad():
+        plain = model(src, tgt)
+        with recording_attention(model):
+            recorded = model(src, tgt)
+            cross = model.decoder.layers[0].cross_attention.weights
+            decoder_self = model.decoder.layers[1].self_attention.weights
+    torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-5)
+    assert cross.shape == (2, 4, 5, 7) and decoder_self.shape == (2, 4, 5, 5)
+    torch.testing.assert_close(cross.sum(-1), torch.ones(2, 4, 5))
+    assert cross[1, ..., 5:].abs().max() == 0  # padding gets no attention
+    assert decoder_self.triu(1).abs().max() == 0  # nor does the future
+    assert model.decoder.layers[0].cross_attention.weights is None  # recording ends with the block
+
+
+def test_windowed_weights_are_drawn_over_the_whole_sequence():
+    attention = MultiHeadAttention(16, 2, window=1, dilation=2).eval()
+    x = torch.randn(1, 6, 16)
+    with torch.no_grad(), recording_attention(attention):
+        attention(x, x)
+        weights = attention.weights
+    torch.testing.assert_close(weights.sum(-1), torch.ones(1, 2, 6))
+    allowed = torch.zeros(6, 6, dtype=torch.bool)
+    for i in range(6):
+        for j in (i - 2, i, i + 2):
+            if 0 <= j < 6:
+                allowed[i, j] = True
+    assert weights[..., ~allowed].abs().max() == 0
+
+
+def test_attention_maps_cover_every_kind_and_layer(tiny_run):
+    maps = attention_maps(load_run(tiny_run), "ein hund rennt")
+    kinds = [(m["kind"], m["layer"]) for m in maps["maps"]]
+    assert kinds == [("encoder_self", 0), ("decoder_self", 0), ("cross", 0)]
+    source, target = len(maps["source_tokens"]), len(maps["target_tokens"])
+    assert maps["source_tokens"][-1] == "</s>" and maps["target_tokens"][0] == "<s>"
+    assert maps["maps"][2]["weights"].shape == (4, target, source)
+
+
+def test_attention_command_writes_png_and_json(tiny_run, tmp_path):
+    result = minitx("attention", tiny_run, "ein hund rennt", "--out", tmp_path, "--head", "1")
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == [
+        f"{kind}_layer0_head1.{ext}"
+        for kind in ("cross", "decoder_self", "encoder_self")
+        for ext in ("json", "png")
+    ]
+    record = json.loads((tmp_path / "cross_layer0_head1.json").read_text())
+    assert record["heads"] == [1] and len(record["weights"]) == 1
+    assert len(record["weights"][0]) == len(record["queries"])
+    assert len(record["weights"][0][0]) == len(record["keys"])
+    assert (tmp_path / "cross_layer0_head1.png").read_bytes().startswith(b"\x89PNG")
+    assert_user_error(minitx("attention", tiny_run, "x", "--layer", "5"), "layers 0 to 0")
+
+
+def test_plot_command_draws_the_curves(tiny_run, tmp_path):
+    result = minitx("plot", tiny_run)
+    assert result.returncode == 0, result.stderr
+    assert "validation bleu" in result.stdout
+    assert (tiny_run / "plots" / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert_user_error(minitx("plot", tmp_path), "no metrics.jsonl")
