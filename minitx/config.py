@@ -189,6 +189,10 @@ class RunConfig:
         "fp32", "autocast dtype for matmuls; weights stay fp32"
     )
     threads: int | None = _key(None, "CPU threads for torch (null: torch's default)", min=1)
+    tensorboard: bool = _key(
+        False,
+        "also write TensorBoard event files to RUN_DIR/tensorboard (pip install 'minitx[tensorboard]')",
+    )
     deterministic: bool = _key(
         False, "deterministic algorithms only: same seed, same metrics (see README for GPU limits)"
     )

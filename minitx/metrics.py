@@ -9,6 +9,8 @@ from pathlib import Path
 
 import sacrebleu
 
+from minitx.errors import UserError
+
 
 def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
     """Corpus BLEU (13a, cased) and chrF on detokenized text, with their sacreBLEU signatures."""
@@ -38,15 +40,34 @@ def perplexity(loss: float) -> float:
 
 
 class MetricsLog:
-    """Appends one JSON object per event to metrics.jsonl, flushed at once so a crash loses nothing."""
+    """Appends one JSON object per event to metrics.jsonl, flushed at once so a crash loses nothing;
+    with `tensorboard_dir`, numbers logged with a step also go to TensorBoard event files."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
         self.path = path
+        self.tensorboard = None
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError(
+                    "run.tensorboard needs the tensorboard package: pip install 'minitx[tensorboard]'"
+                ) from None
+            self.tensorboard = SummaryWriter(str(tensorboard_dir))
 
     def write(self, event: str, **values) -> None:
         record = {"event": event, "time": round(time.time(), 3), **values}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None and "step" in values:
+            for key, value in values.items():
+                if (
+                    key != "step"
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
+                    self.tensorboard.add_scalar(f"{event}/{key}", value, values["step"])
+            self.tensorboard.flush()
 
 
 def classification_scores(predictions: list[int], references: list[int], names: list[str]) -> dict:

@@ -103,3 +103,18 @@ def test_plot_command_draws_the_curves(tiny_run, tmp_path):
     assert "validation bleu" in result.stdout
     assert (tiny_run / "plots" / "curves.png").read_bytes().startswith(b"\x89PNG")
     assert_user_error(minitx("plot", tmp_path), "no metrics.jsonl")
+
+
+def test_tensorboard_logging_writes_event_files_or_says_what_to_install(tmp_path):
+    from minitx.errors import UserError
+    from minitx.metrics import MetricsLog
+
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match=r"pip install 'minitx\[tensorboard\]'"):
+            MetricsLog(tmp_path / "metrics.jsonl", tmp_path / "tb")
+        return
+    log = MetricsLog(tmp_path / "metrics.jsonl", tmp_path / "tb")
+    log.write("train", step=1, loss=2.5, lr=1e-3)
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())

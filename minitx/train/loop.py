@@ -102,7 +102,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
     check_free_space(last_dir.parent, n_params)
     resume_from = find_checkpoint(last_dir)
     last_scores: dict = {}
-    log = MetricsLog(run_dir / "metrics.jsonl")
+    log = MetricsLog(
+        run_dir / "metrics.jsonl", run_dir / "tensorboard" if cfg.run.tensorboard else None
+    )
     if resume_from is not None:
         last_scores = _restore(resume_from, model, optimizer, scheduler, state, device)
         # prepare_run_dir refused changes to data, tokenizer and model; the rest is recorded here.
