@@ -156,6 +156,11 @@ class TrainConfig:
     eval_max_sentences: int | None = _key(
         None, "validate on the first N validation sentences only", min=1
     )
+    compile: bool = _key(
+        False,
+        "run the training step's model through torch.compile (falls back to eager with a "
+        "warning where it cannot compile)",
+    )
     early_stopping_metric: (
         Literal["bleu", "chrf", "exact_match", "accuracy", "macro_f1", "loss"] | None
     ) = _key(

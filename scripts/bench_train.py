@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="8 timed steps: a smoke check")
     parser.add_argument(
+        "--compile", action="store_true", help="time minitx's model through torch.compile"
+    )
+    parser.add_argument(
         "--default-malloc", action="store_true", help="skip runtime.keep_freed_memory (to compare)"
     )
     args = parser.parse_args()
@@ -138,11 +141,14 @@ def main() -> None:
     ours = build_model(cfg.model, vocab, vocab, 0, codecs.joint)
     torch.manual_seed(0)
     reference = ReferenceTransformer(cfg.model, vocab)
-    tokens_per_s, flops_per_s = time_steps(ours, batches, cfg, args.warmup)
+    # torch.compile shares the weights; the warm-up steps absorb the compilation
+    step_model = torch.compile(ours) if args.compile else ours
+    tokens_per_s, flops_per_s = time_steps(step_model, batches, cfg, args.warmup)
     reference_tokens_per_s, _ = time_steps(reference, batches, cfg, args.warmup)
 
     summary = {
         "dtype": args.dtype,
+        "compile": args.compile,
         "tgt_tokens_per_s": round(tokens_per_s, 1),
         "reference_tgt_tokens_per_s": round(reference_tokens_per_s, 1),
         "model_gflops_per_s": round(flops_per_s / 1e9, 1),

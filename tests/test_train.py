@@ -159,3 +159,21 @@ def test_a_full_disk_is_refused_before_training(parallel_dir, tmp_path, monkeypa
     with pytest.raises(UserError, match="MiB free"):
         _train(_config(parallel_dir, max_steps=2), tmp_path / "run")
     assert not (tmp_path / "run/checkpoints").exists()
+
+
+def test_compile_that_fails_falls_back_to_eager_with_a_warning(
+    parallel_dir, tmp_path, monkeypatch, capsys
+):
+    class Broken(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.pad_id = model.pad_id
+
+        def forward(self, *args):
+            raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", lambda model: Broken(model))
+    cfg = _config(parallel_dir, max_steps=3, eval_every=3, log_every=1, compile=True)
+    scores = _train(cfg, tmp_path / "run")
+    assert "torch.compile failed (RuntimeError); training eagerly" in capsys.readouterr().err
+    assert sorted(_losses(tmp_path / "run")) == [1, 2, 3] and "bleu" in scores

@@ -153,6 +153,9 @@ def train(cfg: Config, run_dir: Path) -> dict:
         keep_snapshot(last_dir, state.step, tc.keep_last)
         return scores
 
+    # The training step may run a compiled view of the model; it shares the weights, so saving,
+    # validating and resuming use `model` itself.
+    step_model = torch.compile(model) if tc.compile else model
     started = time.monotonic() - state.elapsed
     progress = bar(total=tc.max_steps, initial=state.step, desc="train", unit="step")
     window = {"loss": torch.zeros((), device=device), "targets": 0, "since": time.monotonic()}
@@ -167,7 +170,17 @@ def train(cfg: Config, run_dir: Path) -> dict:
                 info(f"epoch of {len(batches)} batches, {100 * padding:.1f}% padding")
             while state.batch_in_epoch < len(batches):
                 micro_batches = batches[state.batch_in_epoch : state.batch_in_epoch + tc.accumulate]
-                loss_sum, grad_norm = train_step(model, optimizer, micro_batches, cfg, device)
+                try:
+                    loss_sum, grad_norm = train_step(
+                        step_model, optimizer, micro_batches, cfg, device
+                    )
+                except Exception as exc:  # torch.compile fails at its first call, in many ways
+                    if step_model is model:
+                        raise
+                    info(f"warning: torch.compile failed ({type(exc).__name__}); training eagerly")
+                    optimizer.zero_grad(set_to_none=True)
+                    step_model = model
+                    loss_sum, grad_norm = train_step(model, optimizer, micro_batches, cfg, device)
                 if not torch.isfinite(grad_norm):
                     _stop_on_divergence(
                         run_dir, model, optimizer, scheduler, state, loss_sum, grad_norm
