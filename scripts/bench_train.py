@@ -103,6 +103,17 @@ def matmul_gflops(dtype: torch.dtype) -> float:
     return 2 * 2048 * 1024 * 2048 / statistics.median(times[2:]) / 1e9
 
 
+def profile_steps(model, batches, cfg) -> None:
+    """Where a training step spends its time: the top ops by self CPU time over `batches`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for batch in batches:
+            train_step(model, optimizer, [batch], cfg, torch.device("cpu"))
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
@@ -112,6 +123,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 timed steps: a smoke check")
     parser.add_argument(
         "--compile", action="store_true", help="time minitx's model through torch.compile"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print torch.profiler's top ops for 5 steps"
     )
     parser.add_argument(
         "--default-malloc", action="store_true", help="skip runtime.keep_freed_memory (to compare)"
@@ -162,6 +176,8 @@ def main() -> None:
         "steps": args.steps,
         "malloc_tuned": not args.default_malloc,
     }
+    if args.profile:
+        profile_steps(step_model, batches[-5:], cfg)
     print(f"{'model':<24} {'tgt tok/s':>10}")
     print(f"{'minitx':<24} {tokens_per_s:>10.0f}")
     print(f"{'torch.nn.Transformer':<24} {reference_tokens_per_s:>10.0f}")
