@@ -118,6 +118,7 @@ def draw(rows: list[dict], lengths: list[int], path: Path, window: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (time_ax, memory_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for mode in MODES:
@@ -135,6 +136,7 @@ def draw(rows: list[dict], lengths: list[int], path: Path, window: int) -> None:
     for ax, name in ((time_ax, "forward + backward (ms)"), (memory_ax, "peak memory (MB)")):
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel(name)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # no clashing minor labels
         ax.set_xticks(lengths, [str(n) for n in lengths])
         ax.grid(alpha=0.3, which="both")
         ax.legend()

@@ -129,3 +129,20 @@ def test_loading_weights_into_another_shape_is_a_user_error(tiny_model_config, t
     wider = _model(replace(tiny_model_config, d_ff=128))
     with pytest.raises(UserError, match="different model config"):
         load_weights(tmp_path / "ckpt", wider, torch.device("cpu"))
+
+
+def test_fast_cpu_dropout_keeps_the_right_share_and_the_expectation():
+    from minitx.model.dropout import Dropout, apply_dropout
+
+    x = torch.ones(1000, 1000, dtype=torch.bfloat16)
+    out = apply_dropout(x, 0.3, training=True)
+    kept = (out != 0).float().mean().item()
+    assert abs(kept - 0.7) < 0.003  # 1e6 draws: the standard error is 0.0005
+    assert abs(out.float().mean().item() - 1.0) < 0.01
+    assert torch.equal(apply_dropout(x, 0.3, training=False), x)
+    torch.manual_seed(5)
+    a = apply_dropout(x, 0.5, training=True)
+    torch.manual_seed(5)
+    assert torch.equal(a, apply_dropout(x, 0.5, training=True))  # seeded like every torch draw
+    layer = Dropout(0.2).eval()
+    assert layer(x) is x

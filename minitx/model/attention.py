@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minitx.model.dropout import apply_dropout
 from minitx.model.positions import AlibiBias, RelativeBias, Rotary
 
 
@@ -72,7 +73,7 @@ def explicit_attention(
         future = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(1 + k_len - q_len)
         scores = scores.masked_fill(future, float("-inf"))
     weights = scores.softmax(dim=-1)
-    out = F.dropout(weights, dropout, training=dropout > 0).to(v.dtype) @ v
+    out = apply_dropout(weights, dropout, training=dropout > 0).to(v.dtype) @ v
     return out, weights
 
 
@@ -189,30 +190,49 @@ class MultiHeadAttention(nn.Module):
         )
 
     def _banded(self, q, k, v, mask, scale, dropout) -> torch.Tensor:
-        """Each query i attends to keys i + j·dilation, j = −W…W: scores (B, H, T, 2W+1), not T²."""
-        length = q.shape[2]
-        steps = torch.arange(-self.window, self.window + 1, device=q.device) * self.dilation
-        keys = torch.arange(length, device=q.device)[:, None] + steps  # (T, 2W+1)
-        inside = (keys >= 0) & (keys < length)
-        keys = keys.clamp(0, length - 1)
-        k_band, v_band = k[:, :, keys], v[:, :, keys]  # (B, H, T, 2W+1, Dh)
-        scale = q.shape[-1] ** -0.5 if scale is None else scale
-        scores = (q.unsqueeze(3) @ k_band.transpose(-2, -1)).squeeze(3) * scale  # (B, H, T, 2W+1)
+        """Each query i attends to keys i + j·dilation, j = −W…W, in blocks of C queries: a block
+        scores only its C + 2·W·dilation neighbouring keys, so memory grows with T·(C + 2WD), not T²."""
+        batch, heads, length, d_head = q.shape
+        reach = self.window * self.dilation  # P: how far a query looks on each side
+        block = max(32, 2 * reach)  # C
+        n_blocks = -(-length // block)
+        padded = n_blocks * block
+        span = block + 2 * reach  # keys a block of queries can see
+        q = F.pad(q, (0, 0, 0, padded - length))  # (B, H, nC, Dh)
+        # Keys and values padded by P on the left and P + (nC − T) on the right, then cut into
+        # overlapping windows, one per block: views, no copies.
+        k_win = F.pad(k, (0, 0, reach, reach + padded - length)).unfold(2, span, block)
+        v_win = F.pad(v, (0, 0, reach, reach + padded - length)).unfold(2, span, block)
+        # (B, H, n, Dh, span) each
+        q_blocks = q.view(batch, heads, n_blocks, block, d_head)  # (B, H, n, C, Dh)
+        scale = d_head**-0.5 if scale is None else scale
+        scores = (q_blocks @ k_win) * scale  # (B, H, n, C, span)
+        offset = torch.arange(span, device=q.device)[None, :] - reach
+        distance = offset - torch.arange(block, device=q.device)[:, None]  # key − query (C, span)
         if self.bias is not None:
-            scores = scores + self.bias(steps).to(scores.dtype)[:, None, :]  # (H, 1, 2W+1)
-        allowed = inside[None, None]
-        if mask is not None:  # (B, 1, 1, T) key padding → (B, 1, T, 2W+1)
-            allowed = allowed & mask[:, :, 0][..., keys]
+            scores = scores + self.bias(distance).to(scores.dtype)[:, None]  # (H, 1, C, span)
+        in_band = (distance.abs() <= reach) & (distance % self.dilation == 0)
+        real = torch.ones(batch, length, dtype=torch.bool, device=q.device)
+        if mask is not None:  # (B, 1, 1, T) key padding
+            real = mask[:, 0, 0]
+        real = F.pad(real, (reach, reach + padded - length)).unfold(1, span, block)  # (B, n, span)
         # A query always sees itself, so no row is empty (padding queries would give NaN).
-        allowed = allowed | (steps == 0)
-        weights = scores.masked_fill(~allowed, float("-inf")).float().softmax(dim=-1)
-        if self.keep_weights:  # spread the band back over all T keys for a picture
-            full = torch.zeros(*weights.shape[:3], length, device=q.device)
-            self.weights = full.scatter_add_(
-                -1, keys.expand_as(weights), weights.masked_fill(~inside, 0.0)
-            )
-        weights = F.dropout(weights, dropout, training=dropout > 0).to(v.dtype)
-        return (weights.unsqueeze(3) @ v_band).squeeze(3)  # (B, H, T, Dh)
+        allowed = (in_band & real[:, None, :, None, :]) | (distance == 0)  # (B, 1, n, C, span)
+        weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+        if self.keep_weights:
+            self.weights = self._spread(weights.detach(), length, reach)
+        weights = apply_dropout(weights, dropout, training=dropout > 0).to(v.dtype)
+        out = weights @ v_win.transpose(-2, -1)  # (B, H, n, C, Dh)
+        return out.reshape(batch, heads, padded, d_head)[:, :, :length]
+
+    @staticmethod
+    def _spread(weights: torch.Tensor, length: int, reach: int) -> torch.Tensor:
+        """Blocked band weights (B, H, n, C, span) → (B, H, T, T) for a picture."""
+        batch, heads, n_blocks, block, span = weights.shape
+        full = weights.new_zeros(batch, heads, n_blocks * block, n_blocks * block + 2 * reach)
+        for b in range(n_blocks):
+            full[:, :, b * block : (b + 1) * block, b * block : b * block + span] = weights[:, :, b]
+        return full[:, :, :length, reach : reach + length]
 
     def _split_heads(self, t: torch.Tensor, n_heads: int) -> torch.Tensor:
         batch, length, _ = t.shape

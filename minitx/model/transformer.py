@@ -9,6 +9,7 @@ from torch import nn
 
 from minitx.config import ModelConfig
 from minitx.model.attention import KVCache
+from minitx.model.dropout import Dropout
 from minitx.model.layers import DecoderLayer, EncoderLayer
 from minitx.model.positions import LearnedPositions, SinusoidalPositions
 
@@ -33,7 +34,7 @@ class Embedding(nn.Module):
             self.positions = SinusoidalPositions(d_model)
         elif positions == "learned":
             self.positions = LearnedPositions(d_model, max_positions)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.scale = math.sqrt(d_model)
 
     def forward(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -174,7 +175,7 @@ class Classifier(nn.Module):
         self.pad_id = pad_id
         self.pooling = cfg.pooling
         self.encoder = Encoder(cfg, embedding(cfg, vocab_size, pad_id))
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.d_model, n_classes)
         init_weights(self, cfg.d_model)
 
