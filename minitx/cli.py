@@ -163,16 +163,9 @@ def translate(
 
     lines = _input_lines(texts, input_file)
     run = load_run(run_dir, checkpoint, tuple(overrides))
-    non_empty = [i for i, line in enumerate(lines) if line.strip()]
-    outputs = [""] * len(lines)
-    for i, text in zip(
-        non_empty,
-        translate_texts(run, [lines[i] for i in non_empty], beam, batch_size),
-        strict=True,
-    ):
-        outputs[i] = text
+    outputs = _for_non_empty(lines, lambda texts: translate_texts(run, texts, beam, batch_size))
     for line in outputs:
-        typer.echo(line)
+        typer.echo(line or "")
 
 
 @app.command()
@@ -206,12 +199,7 @@ def predict(
 
     lines = _input_lines(texts, input_file)
     run = load_run(run_dir, checkpoint, tuple(overrides))
-    non_empty = [i for i, line in enumerate(lines) if line.strip()]
-    results: list[dict | None] = [None] * len(lines)
-    for i, probabilities in zip(
-        non_empty, classify_texts(run, [lines[i] for i in non_empty]), strict=True
-    ):
-        results[i] = probabilities
+    results = _for_non_empty(lines, lambda texts: classify_texts(run, texts))
     for line, probabilities in zip(lines, results, strict=True):
         label = max(probabilities, key=probabilities.get) if probabilities else None
         if as_json:
@@ -313,6 +301,15 @@ def _read_metrics(run_dir: Path) -> list[dict]:
     if not any(e.get("event") == "train" for e in events):
         raise UserError(f"{path} has no training steps logged yet; train longer than log_every")
     return events
+
+
+def _for_non_empty(lines: list[str], function) -> list:
+    """`function` applied to the non-empty lines in one call; None in place of each empty line."""
+    non_empty = [i for i, line in enumerate(lines) if line.strip()]
+    results: list = [None] * len(lines)
+    for i, result in zip(non_empty, function([lines[i] for i in non_empty]), strict=True):
+        results[i] = result
+    return results
 
 
 def _input_lines(texts: list[str] | None, input_file: Path | None) -> list[str]:
