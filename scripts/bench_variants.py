@@ -3,7 +3,8 @@
 Each variant is `minitx train configs/quickstart.yaml` with `--set` overrides, then
 `minitx eval --split test` (500 held-out numbers, greedy). Prints a table and one JSON line.
 
-    python scripts/bench_variants.py            # every variant (about 20 minutes on 2 CPU cores)
+    python scripts/bench_variants.py            # one axis at a time (about 20 minutes on 2 CPU cores)
+    python scripts/bench_variants.py --product  # every score x every positions scheme (18 runs)
     python scripts/bench_variants.py --quick    # 150 steps each: a smoke check, not a result
 """
 
@@ -33,6 +34,14 @@ VARIANTS = {
     "window 2, dilation 2": ["model.window=2", "model.dilation=2"],
 }
 
+SCORES = ("scaled_dot", "dot", "cosine")
+POSITIONS = ("sinusoidal", "learned", "rope", "relative", "alibi", "none")
+PRODUCT = {
+    f"{score} + {positions}": [f"model.attention={score}", f"model.positions={positions}"]
+    for score in SCORES
+    for positions in POSITIONS
+}
+
 
 def minitx(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "minitx", *args], check=True, cwd=ROOT)
@@ -43,13 +52,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="150 steps per variant")
     parser.add_argument("--out", default="runs/variants", help="parent of the run directories")
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    parser.add_argument(
+        "--product", action="store_true", help="every score x positions pair instead"
+    )
     args = parser.parse_args()
     rows = []
-    for name, overrides in VARIANTS.items():
+    for name, overrides in (PRODUCT if args.product else VARIANTS).items():
         if args.only and name not in args.only:
             continue
         run_dir = (
-            ROOT / args.out / name.split(",")[0].replace(" ", "_").replace("(", "").replace(")", "")
+            ROOT
+            / args.out
+            / name.split(",")[0]
+            .replace(" + ", "-")
+            .replace(" ", "_")
+            .replace("(", "")
+            .replace(")", "")
         )
         sets = [
             *overrides,
