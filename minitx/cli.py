@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from minitx.errors import TrainingInterrupted, UserError
+from minitx.errors import ReportedElsewhere, TrainingInterrupted, UserError
 from minitx.progress import set_quiet
 
 app = typer.Typer(
@@ -41,6 +41,12 @@ def train(
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --fresh deletes a run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        help="Train in N processes on this machine with DDP (starts torchrun; one per GPU).",
+    ),
 ) -> None:
     """Train a model; resume if the run directory already holds a checkpoint.
 
@@ -51,7 +57,10 @@ def train(
       minitx train configs/multi30k_de_en_raw.yaml --set data.path=../shared/data/multi30k
 
       minitx train configs/quickstart.yaml --set train.max_steps=500 --run-dir runs/short --fresh --yes
+
+      minitx train configs/multi30k_de_en_raw.yaml --nproc 4     # same as torchrun --standalone --nproc_per_node 4 -m minitx train ...
     """
+    from minitx import distributed
     from minitx.config import load_config
     from minitx.run_dir import prepare_run_dir
     from minitx.train.loop import train as train_run
@@ -59,13 +68,28 @@ def train(
     set_quiet(quiet)
     cfg = load_config(config, overrides)
     run_dir = run_dir or Path("runs") / config.stem
+    launched = distributed.launched()
+    if nproc > 1 and launched:
+        raise UserError("--nproc starts torchrun itself; inside torchrun, leave it out")
     if fresh and run_dir.exists() and any(run_dir.iterdir()) and not yes:
-        if not sys.stdin.isatty():
+        if launched or not sys.stdin.isatty():
             raise UserError(f"--fresh would delete {run_dir}; add --yes to confirm")
         typer.confirm(f"Delete everything in {run_dir} and start over?", abort=True)
-    prepare_run_dir(cfg, run_dir, fresh)
-    scores = train_run(cfg, run_dir)
-    typer.echo(json.dumps({"run_dir": str(run_dir), **scores}))
+    if nproc > 1:
+        args = ["train", str(config), "--run-dir", str(run_dir)]
+        args += [item for override in overrides for item in ("--set", override)]
+        args += (["--fresh", "--yes"] if fresh else []) + (["--quiet"] if quiet else [])
+        raise typer.Exit(distributed.launch(nproc, args))
+    ranks = distributed.join(cfg.run.device)
+    try:
+        if not ranks.is_main:
+            set_quiet(True)  # rank 0 speaks for the group
+        ranks.main_only(lambda: prepare_run_dir(cfg, run_dir, fresh))
+        scores = train_run(cfg, run_dir, ranks)
+    finally:
+        distributed.leave(ranks)
+    if ranks.is_main:
+        typer.echo(json.dumps({"run_dir": str(run_dir), **scores}))
 
 
 @app.command("eval")
@@ -341,6 +365,8 @@ def main() -> None:
     """Run the CLI; every way it can fail ends in one line on stderr and a documented exit code."""
     try:
         code = app(standalone_mode=False)
+    except ReportedElsewhere:  # rank 0 of a torchrun group printed it
+        raise SystemExit(2) from None
     except UserError as exc:
         _fail(f"error: {exc}", 2)
     except typer.TyperException as exc:  # bad or missing arguments and options

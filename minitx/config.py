@@ -191,7 +191,9 @@ class RunConfig:
         "auto", "auto picks cuda, then mps, then cpu"
     )
     dtype: Literal["fp32", "bf16", "fp16"] = _key(
-        "fp32", "autocast dtype for matmuls; weights stay fp32"
+        "fp32",
+        "autocast dtype for matmuls; weights stay fp32 (fp16 adds a dynamic loss scaler; on CUDA, "
+        "fp32 matmuls use TF32)",
     )
     threads: int | None = _key(None, "CPU threads for torch (null: torch's default)", min=1)
     tensorboard: bool = _key(

@@ -43,7 +43,8 @@ class MetricsLog:
     """Appends one JSON object per event to metrics.jsonl, flushed at once so a crash loses nothing;
     with `tensorboard_dir`, numbers logged with a step also go to TensorBoard event files."""
 
-    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
+    def __init__(self, path: Path | None, tensorboard_dir: Path | None = None):
+        """`path` None writes nothing: the log of a rank other than 0."""
         self.path = path
         self.tensorboard = None
         if tensorboard_dir is not None:
@@ -56,6 +57,8 @@ class MetricsLog:
             self.tensorboard = SummaryWriter(str(tensorboard_dir))
 
     def write(self, event: str, **values) -> None:
+        if self.path is None:
+            return
         record = {"event": event, "time": round(time.time(), 3), **values}
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")

@@ -60,6 +60,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_fast_matmuls(device: torch.device) -> None:
+    """On CUDA, let fp32 matmuls use TF32 tensor cores (10-bit mantissa inputs, fp32 sums), as
+    PyTorch's own mixed-precision recipes do; bf16/fp16 autocast matmuls are unaffected."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)

@@ -1,11 +1,13 @@
 """Training speed of the Multi30k model on real Multi30k batches, against torch.nn.Transformer.
 
     python scripts/bench_train.py [--dtype fp32|bf16] [--data ../shared/data/multi30k] [--quick]
+                                  [--device auto|cpu|cuda]
 
 Prints a table and one JSON line. Both models train the same batches from the same initial seed;
 the figure is the median over `--steps` timed steps after `--warmup` untimed ones. Model FLOPs are
 6 × (matmul parameters touched per token) × tokens, plus 12 · d_model · length per token for each
-attention block's scores (see ../shared/PERF-NOTES.md).
+attention block's scores (see ../shared/PERF-NOTES.md). On a GPU the JSON line adds the model
+FLOP/s utilisation (MFU) against the card's dense bf16 peak from its data sheet.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ from minitx.train.loop import train_step
 from minitx.train.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets; the first name
+# contained in torch.cuda.get_device_name() wins, so the more specific names come first.
+GPU_BF16_PEAK_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.4,
+    "H200": 989.4,
+    "A100": 312.0,
+    "L40S": 362.1,
+    "L4": 121.0,
+}
 
 
 def model_flops(batch, cfg) -> float:
@@ -71,7 +85,9 @@ class ReferenceTransformer(nn.Module):
         return self.embedding(ids) * self.scale + self.positions(ids.shape[1])
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1], dtype=torch.bool)
+        causal = nn.Transformer.generate_square_subsequent_mask(
+            tgt_in.shape[1], device=tgt_in.device, dtype=torch.bool
+        )
         hidden = self.transformer(
             self.embed(src), self.embed(tgt_in), tgt_mask=causal, tgt_is_causal=True,
             src_key_padding_mask=src == self.pad_id, memory_key_padding_mask=src == self.pad_id,
@@ -79,13 +95,28 @@ class ReferenceTransformer(nn.Module):
         return self.output(hidden)
 
 
-def time_steps(model, batches, cfg, warmup: int) -> tuple[float, float]:
+def one_step(model, optimizer, batch, cfg, device: torch.device) -> None:
+    """minitx's training step on one batch (the loss divided by its target tokens)."""
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    train_step(model, optimizer, [batch], batch.n_targets, cfg, device, scaler)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(model, batches, cfg, warmup: int, device: torch.device) -> tuple[float, float]:
     """Median target tokens/s and model FLOP/s of training steps after `warmup` untimed ones."""
-    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
+    optimizer = build_optimizer(
+        model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay, fused=device.type == "cuda"
+    )
     tokens_per_s, flops_per_s = [], []
     for i, batch in enumerate(batches):
+        synchronize(device)
         start = time.perf_counter()
-        train_step(model, optimizer, [batch], cfg, torch.device("cpu"))
+        one_step(model, optimizer, batch, cfg, device)
+        synchronize(device)
         seconds = time.perf_counter() - start
         if i >= warmup:
             tokens_per_s.append(batch.n_targets / seconds)
@@ -93,24 +124,28 @@ def time_steps(model, batches, cfg, warmup: int) -> tuple[float, float]:
     return statistics.median(tokens_per_s), statistics.median(flops_per_s)
 
 
-def matmul_gflops(dtype: torch.dtype) -> float:
-    a, b = torch.randn(2048, 1024, dtype=dtype), torch.randn(1024, 2048, dtype=dtype)
+def matmul_gflops(dtype: torch.dtype, device: torch.device) -> float:
+    n = 2048 if device.type == "cpu" else 8192  # a GPU needs a larger product to reach its peak
+    a = torch.randn(n, n // 2, dtype=dtype, device=device)
+    b = torch.randn(n // 2, n, dtype=dtype, device=device)
     times = []
     for _ in range(12):
+        synchronize(device)
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         times.append(time.perf_counter() - start)
-    return 2 * 2048 * 1024 * 2048 / statistics.median(times[2:]) / 1e9
+    return 2 * n * (n // 2) * n / statistics.median(times[2:]) / 1e9
 
 
-def profile_steps(model, batches, cfg) -> None:
+def profile_steps(model, batches, cfg, device: torch.device) -> None:
     """Where a training step spends its time: the top ops by self CPU time over `batches`."""
     from torch.profiler import ProfilerActivity, profile
 
     optimizer = build_optimizer(model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         for batch in batches:
-            train_step(model, optimizer, [batch], cfg, torch.device("cpu"))
+            one_step(model, optimizer, batch, cfg, device)
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
 
 
@@ -118,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="8 timed steps: a smoke check")
@@ -136,6 +172,8 @@ def main() -> None:
 
     if not args.default_malloc:
         runtime.keep_freed_memory()
+    device = runtime.resolve_device(args.device)
+    runtime.use_fast_matmuls(device)
     cfg = load_config(
         ROOT / "configs" / "multi30k_de_en_raw.yaml",
         [f"data.path={args.data}", f"run.dtype={args.dtype}"],
@@ -155,19 +193,22 @@ def main() -> None:
     ours = build_model(cfg.model, vocab, vocab, 0, codecs.joint)
     torch.manual_seed(0)
     reference = ReferenceTransformer(cfg.model, vocab)
+    ours.to(device)
+    reference.to(device)
     # torch.compile shares the weights; the warm-up steps absorb the compilation
     step_model = torch.compile(ours) if args.compile else ours
-    tokens_per_s, flops_per_s = time_steps(step_model, batches, cfg, args.warmup)
-    reference_tokens_per_s, _ = time_steps(reference, batches, cfg, args.warmup)
+    tokens_per_s, flops_per_s = time_steps(step_model, batches, cfg, args.warmup, device)
+    reference_tokens_per_s, _ = time_steps(reference, batches, cfg, args.warmup, device)
 
     summary = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": args.dtype,
         "compile": args.compile,
         "tgt_tokens_per_s": round(tokens_per_s, 1),
         "reference_tgt_tokens_per_s": round(reference_tokens_per_s, 1),
         "model_gflops_per_s": round(flops_per_s / 1e9, 1),
-        "matmul_gflops_per_s": round(matmul_gflops(torch.float32), 1),
-        "bf16_matmul_gflops_per_s": round(matmul_gflops(torch.bfloat16), 1),
+        "matmul_gflops_per_s": round(matmul_gflops(torch.float32, device), 1),
+        "bf16_matmul_gflops_per_s": round(matmul_gflops(torch.bfloat16, device), 1),
         "padding_fraction": round(
             padding_fraction(groups, pairs.src_lengths, pairs.tgt_lengths), 4
         ),
@@ -176,8 +217,13 @@ def main() -> None:
         "steps": args.steps,
         "malloc_tuned": not args.default_malloc,
     }
+    if device.type == "cuda":
+        name = summary["device"]
+        peak = next((v for k, v in GPU_BF16_PEAK_TFLOPS.items() if k in name), None)
+        summary["gpu_bf16_peak_tflops"] = peak
+        summary["mfu"] = round(flops_per_s / (peak * 1e12), 4) if peak else None
     if args.profile:
-        profile_steps(step_model, batches[-5:], cfg)
+        profile_steps(step_model, batches[-5:], cfg, device)
     print(f"{'model':<24} {'tgt tok/s':>10}")
     print(f"{'minitx':<24} {tokens_per_s:>10.0f}")
     print(f"{'torch.nn.Transformer':<24} {reference_tokens_per_s:>10.0f}")

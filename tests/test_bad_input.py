@@ -411,11 +411,6 @@ CASES = [
         ["deletes run directories only"],
     ),
     (
-        "train-fp16",
-        lambda w, t: ["train", w["config"], "--set", "run.dtype=fp16"],
-        ["fp16", "bf16"],
-    ),
-    (
         "resume-changed-model",
         lambda w, t: ["train", w["config"], "--run-dir", w["run"], "--set", "model.d_ff=128"],
         ["model.d_ff: 64 → 128"],

@@ -3,7 +3,13 @@ import json
 import numpy as np
 import pytest
 
-from minitx.data.batching import encode_pairs, make_batch, padding_fraction, token_budget_batches
+from minitx.data.batching import (
+    IGNORED,
+    encode_pairs,
+    make_batch,
+    padding_fraction,
+    token_budget_batches,
+)
 from minitx.data.sources import load_pairs
 from minitx.data.synthetic import english_words, german_words, number_pairs
 from minitx.data.tokenizer import TextCodec, build_codecs, load_tokenizer_file, train_tokenizer
@@ -153,7 +159,7 @@ def test_batch_shapes_and_special_tokens():
     batch = make_batch([[5, 6], [7]], [[8, 9, 10], [11]], pad_id=0, bos_id=2, eos_id=3)
     assert batch.src.tolist() == [[5, 6, 3], [7, 3, 0]]
     assert batch.tgt_in.tolist() == [[2, 8, 9, 10], [2, 11, 0, 0]]
-    assert batch.tgt_out.tolist() == [[8, 9, 10, 3], [11, 3, 0, 0]]
+    assert batch.tgt_out.tolist() == [[8, 9, 10, 3], [11, 3, IGNORED, IGNORED]]
     assert batch.n_targets == 6
 
 

@@ -177,3 +177,23 @@ def test_compile_that_fails_falls_back_to_eager_with_a_warning(
     scores = _train(cfg, tmp_path / "run")
     assert "torch.compile failed (RuntimeError); training eagerly" in capsys.readouterr().err
     assert sorted(_losses(tmp_path / "run")) == [1, 2, 3] and "bleu" in scores
+
+
+def test_fp16_trains_with_a_loss_scaler_that_is_saved_and_restored(parallel_dir, tmp_path):
+    """fp16 autocast (here on CPU) with dynamic loss scaling: the loss falls, the scaler's state is
+    in the checkpoint, and a resumed run continues like an uninterrupted one."""
+    raw = yaml.safe_load(tiny_config_yaml(str(parallel_dir)))
+    raw["run"] = {**raw.get("run", {}), "dtype": "fp16"}
+    raw["train"].update(eval_every=4, log_every=1, max_steps=8)
+    whole = config_from_dict(raw)
+    _train(whole, tmp_path / "whole")
+    losses = _losses(tmp_path / "whole")
+    assert all(map(torch.isfinite, map(torch.tensor, losses.values())))
+    assert losses[8] < losses[1]
+    scaler = torch.load(tmp_path / "whole/checkpoints/last/trainer.pt", weights_only=True)["scaler"]
+    assert scaler["scale"] > 0 and scaler["_growth_tracker"] > 0
+
+    raw["train"]["max_steps"] = 4
+    _train(config_from_dict(raw), tmp_path / "parts")
+    _train(whole, tmp_path / "parts")
+    assert _losses(tmp_path / "parts") == losses

@@ -19,6 +19,8 @@ from minitx.data.tokenizer import TextCodec
 from minitx.errors import UserError
 from minitx.progress import info
 
+IGNORED = -100  # target value that adds nothing to the loss (torch's default ignore_index)
+
 
 @dataclass
 class Batch:
@@ -26,14 +28,19 @@ class Batch:
 
     src: torch.Tensor  # (B, S)
     tgt_in: torch.Tensor  # (B, T)
-    tgt_out: torch.Tensor  # (B, T)
+    tgt_out: torch.Tensor  # (B, T), padded with IGNORED
     n_targets: int  # target tokens: the terms of the loss
 
     def to(self, device: torch.device) -> Batch:
-        src, tgt_in, tgt_out = (
-            t.to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out)
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, function) -> Batch:
+        return Batch(
+            function(self.src), function(self.tgt_in), function(self.tgt_out), self.n_targets
         )
-        return Batch(src, tgt_in, tgt_out, self.n_targets)
 
 
 @dataclass
@@ -48,9 +55,13 @@ class LabelBatch:
         return len(self.labels)
 
     def to(self, device: torch.device) -> LabelBatch:
-        return LabelBatch(
-            self.src.to(device, non_blocking=True), self.labels.to(device, non_blocking=True)
-        )
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> LabelBatch:
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, function) -> LabelBatch:
+        return LabelBatch(function(self.src), function(self.labels))
 
 
 def pad(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -64,10 +75,11 @@ def pad(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
 def make_batch(
     src_ids: list[list[int]], tgt_ids: list[list[int]], pad_id: int, bos_id: int, eos_id: int
 ) -> Batch:
-    """Source gets EOS appended; the target becomes BOS + y (input) and y + EOS (output)."""
+    """Source gets EOS appended; the target becomes BOS + y (input) and y + EOS (output), the
+    output padded with IGNORED so that the loss skips padding without knowing the pad id."""
     src = pad([s + [eos_id] for s in src_ids], pad_id)
     tgt_in = pad([[bos_id] + t for t in tgt_ids], pad_id)
-    tgt_out = pad([t + [eos_id] for t in tgt_ids], pad_id)
+    tgt_out = pad([t + [eos_id] for t in tgt_ids], IGNORED)
     return Batch(src, tgt_in, tgt_out, sum(len(t) + 1 for t in tgt_ids))
 
 

@@ -9,22 +9,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minitx.data.batching import Batch, LabelBatch
-from minitx.model.transformer import Classifier, Seq2Seq
-
-IGNORED = -100  # target value that adds nothing to the loss: padding
+from minitx.data.batching import IGNORED, Batch, LabelBatch
 
 
 def logits_and_targets(
-    model: Seq2Seq | Classifier, batch: Batch | LabelBatch
+    model: torch.nn.Module, batch: Batch | LabelBatch
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (N, V or C), targets (N,)); padded target positions are IGNORED."""
+    """(logits (N, V or C), targets (N,)); padded target positions are IGNORED.
+
+    `model` is a Seq2Seq or Classifier, or a DDP or compiled wrapper of one."""
     if isinstance(batch, LabelBatch):
         return model(batch.src), batch.labels
-    targets = batch.tgt_out.flatten()
-    return model(batch.src, batch.tgt_in).flatten(0, 1), targets.masked_fill(
-        targets == model.pad_id, IGNORED
-    )
+    return model(batch.src, batch.tgt_in).flatten(0, 1), batch.tgt_out.flatten()
 
 
 def summed_loss(

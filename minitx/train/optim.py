@@ -9,9 +9,11 @@ from torch import nn
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, betas: list[float], weight_decay: float
+    model: nn.Module, lr: float, betas: list[float], weight_decay: float, fused: bool = False
 ) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: decaying biases and norm gains does not regularise."""
+    """AdamW with weight decay on matrices only: decaying biases and norm gains does not regularise.
+
+    `fused` (for CUDA) updates all parameters in one kernel instead of a few per tensor."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
@@ -20,7 +22,7 @@ def build_optimizer(
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
 
 
 def lr_factor(

@@ -1,0 +1,45 @@
+"""`python -m minitx` for tests/test_distributed.py, started by torchrun, with two test-only hooks.
+
+MINITX_TEST_PARAMS_DIR=DIR   after training, each rank saves its parameters to DIR/rank<R>.pt
+MINITX_TEST_FAIL_RANK=R      rank R raises RuntimeError("injected failure") at its second step
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+import minitx.train.loop as loop
+from minitx.cli import main
+
+rank = int(os.environ["RANK"])
+models = []
+build_run_model = loop.build_run_model
+
+
+def capture_model(*args, **kwargs):
+    model = build_run_model(*args, **kwargs)
+    models.append(model)
+    return model
+
+
+loop.build_run_model = capture_model
+
+if os.environ.get("MINITX_TEST_FAIL_RANK") == str(rank):
+    train_step, calls = loop.train_step, []
+
+    def failing_train_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure")
+        return train_step(*args, **kwargs)
+
+    loop.train_step = failing_train_step
+
+try:
+    main()
+except SystemExit as exc:
+    params_dir = os.environ.get("MINITX_TEST_PARAMS_DIR")
+    if exc.code == 0 and params_dir:
+        torch.save(models[0].state_dict(), Path(params_dir) / f"rank{rank}.pt")
+    raise
