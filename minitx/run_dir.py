@@ -21,7 +21,7 @@ import yaml
 from minitx.config import Config, config_from_dict, config_to_dict
 from minitx.data.batching import EncodedPairs, EncodedTexts, encode_labelled, encode_pairs
 from minitx.data.labels import LABELS_FILE, label_names, load_label_names, save_label_names
-from minitx.data.sources import load_labelled_texts, load_pairs, split_name
+from minitx.data.sources import column, load_labelled_texts, load_pairs, split_name
 from minitx.data.tokenizer import JOINT_FILE, SRC_FILE, Codecs, build_codecs, load_codecs
 from minitx.errors import UserError
 from minitx.model.transformer import Classifier, Seq2Seq, build_classifier, build_model
@@ -134,11 +134,11 @@ def load_split(cfg: Config, split: str):
 def training_texts(cfg: Config, dataset) -> tuple[list[str], list[str]]:
     """The texts a tokenizer learns from: (source side, target side)."""
     if cfg.task == "classification":
-        texts = list(dataset["text"])
+        texts = column(dataset, "text")
         if "text_pair" in dataset.column_names:
-            texts += list(dataset["text_pair"])
+            texts += column(dataset, "text_pair")
         return texts, []
-    return list(dataset["src"]), list(dataset["tgt"])
+    return column(dataset, "src"), column(dataset, "tgt")
 
 
 def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunData:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from minitx.data.labels import row_labels
+from minitx.data.sources import column
 from minitx.data.tokenizer import TextCodec
 from minitx.errors import UserError
 from minitx.progress import info
@@ -165,34 +166,25 @@ class EncodedPairs:
 
 
 def encode_pairs(dataset, src_codec, tgt_codec, max_len: int | None = None) -> EncodedPairs:
-    """Tokenize a `src`/`tgt` Dataset with a batched `Dataset.map`; optionally drop over-long pairs."""
-    encoded = dataset.map(
-        lambda batch: {
-            "src_ids": src_codec.encode(batch["src"]),
-            "tgt_ids": tgt_codec.encode(batch["tgt"]),
-        },
-        batched=True,
-        batch_size=2000,
-    )
+    """Tokenize a `src`/`tgt` Dataset (the tokenizer encodes a whole column in one batched call);
+    optionally drop the pairs with more than `max_len` tokens on a side."""
+    src_text, tgt_text = column(dataset, "src"), column(dataset, "tgt")
+    src_ids, tgt_ids = src_codec.encode(src_text), tgt_codec.encode(tgt_text)
     if max_len is not None:
-        encoded = encoded.filter(
-            lambda batch: [
-                len(s) <= max_len and len(t) <= max_len
-                for s, t in zip(batch["src_ids"], batch["tgt_ids"], strict=True)
-            ],
-            batched=True,
-        )
-        if len(encoded) == 0:
+        keep = [
+            i
+            for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True))
+            if len(s) <= max_len and len(t) <= max_len
+        ]
+        if not keep:
             raise UserError(
                 f"every training pair has more than data.max_len ({max_len}) tokens on a side; "
                 "raise data.max_len"
             )
-    return EncodedPairs(
-        list(encoded["src"]),
-        list(encoded["tgt"]),
-        list(encoded["src_ids"]),
-        list(encoded["tgt_ids"]),
-    )
+        if len(keep) < len(src_ids):
+            src_text, tgt_text = [src_text[i] for i in keep], [tgt_text[i] for i in keep]
+            src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+    return EncodedPairs(src_text, tgt_text, src_ids, tgt_ids)
 
 
 @dataclass
@@ -246,8 +238,8 @@ def encode_labelled(
     """
     index = {name: i for i, name in enumerate(names)}
     labels = row_labels(dataset)
-    texts = list(dataset["text"])
-    pairs = list(dataset["text_pair"]) if "text_pair" in dataset.column_names else None
+    texts = column(dataset, "text")
+    pairs = column(dataset, "text_pair") if "text_pair" in dataset.column_names else None
     ids = encode_texts(codec, texts, pairs)
     n_special = 2 if pairs is None else 3
     skipped = {"missing label": 0, "unknown label": 0, "too many tokens": 0}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 
+from minitx.data.sources import column
 from minitx.errors import UserError
 
 LABELS_FILE = "labels.json"
@@ -22,7 +23,7 @@ LABELS_FILE = "labels.json"
 def row_labels(dataset: datasets.Dataset) -> list[str | None]:
     """Each row's label as a name; None where it is missing (null, empty, or ClassLabel's -1)."""
     feature = dataset.features["label"]
-    values = dataset["label"]
+    values = column(dataset, "label")
     if isinstance(feature, datasets.ClassLabel):
         return [feature.names[v] if v is not None and v >= 0 else None for v in values]
     return [_label_name(v) for v in values]

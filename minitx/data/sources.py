@@ -23,6 +23,13 @@ from minitx.data.synthetic import number_pairs
 from minitx.errors import UserError
 from minitx.progress import info
 
+
+def column(dataset: datasets.Dataset, name: str) -> list:
+    """A whole column as a list, read from Arrow at once. Iterating `dataset[name]` (a lazy
+    `Column` in datasets 4 and later) reads row by row: 10 times slower on Multi30k's 29,000 pairs."""
+    return dataset[name][:]
+
+
 SYNTHETIC = "synthetic"
 TABLE_BUILDERS = {
     ".csv": "csv",
