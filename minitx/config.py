@@ -190,10 +190,11 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = _key(
         "auto", "auto picks cuda, then mps, then cpu"
     )
-    dtype: Literal["fp32", "bf16", "fp16"] = _key(
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = _key(
         "fp32",
-        "autocast dtype for matmuls; weights stay fp32 (fp16 adds a dynamic loss scaler; on CUDA, "
-        "fp32 matmuls use TF32)",
+        "autocast dtype for matmuls; weights stay fp32. auto: bf16 where the GPU or CPU has it "
+        "natively (AVX512-BF16, AMX), else fp32. fp16 adds a dynamic loss scaler; on CUDA, fp32 "
+        "matmuls use TF32",
     )
     threads: int | None = _key(None, "CPU threads for torch (null: torch's default)", min=1)
     tensorboard: bool = _key(

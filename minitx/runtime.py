@@ -73,6 +73,27 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """`auto` becomes bf16 where the hardware computes it natively, else fp32; others stay."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: without them bf16 matmuls are emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line for line in handle if line.startswith("flags")), "").split()
+    except OSError:  # not Linux
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
     """Mixed precision for matmuls (weights stay fp32), or nothing for fp32."""
     if dtype == "fp32":

@@ -73,7 +73,7 @@ def test_all_problems_reported_at_once():
     assert "model.d_model: must be at least 8, got -1" in message
     assert "did you mean 'model.dropout'" in message
     assert "train.lr: expected a number, got 'fast'" in message
-    assert "run.dtype: expected one of 'fp32', 'bf16', 'fp16'" in message
+    assert "run.dtype: expected one of 'auto', 'fp32', 'bf16', 'fp16'" in message
     assert "\n" not in message
 
 

@@ -197,3 +197,20 @@ def test_fp16_trains_with_a_loss_scaler_that_is_saved_and_restored(parallel_dir,
     _train(config_from_dict(raw), tmp_path / "parts")
     _train(whole, tmp_path / "parts")
     assert _losses(tmp_path / "parts") == losses
+
+
+def test_auto_dtype_is_resolved_announced_and_saved(parallel_dir, tmp_path, monkeypatch, capsys):
+    """run.dtype auto trains in bf16 where the CPU has it and fp32 where not, says which at the
+    start, and writes the resolved value into the run's config.yaml."""
+    from minitx import runtime
+    from minitx.run_dir import load_run_config
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(runtime, "cpu_has_bf16", lambda native=native: native)
+        raw = yaml.safe_load(tiny_config_yaml(str(parallel_dir)))
+        raw["run"] = {**raw.get("run", {}), "dtype": "auto"}
+        raw["train"].update(max_steps=2, eval_every=2)
+        run_dir = tmp_path / expected
+        _train(config_from_dict(raw), run_dir)
+        assert load_run_config(run_dir).run.dtype == expected
+        assert f"({expected} chosen by run.dtype auto)" in capsys.readouterr().err

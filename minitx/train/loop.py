@@ -14,7 +14,7 @@ import math
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -86,6 +86,9 @@ def train(cfg: Config, run_dir: Path, ranks: Ranks | None = None) -> dict:
     runtime.seed_everything(cfg.run.seed, cfg.run.deterministic)
     ranks = ranks or Ranks(device=runtime.resolve_device(cfg.run.device))
     device = ranks.device
+    # `auto` is settled here and saved resolved in config.yaml, so the run says what it used.
+    chosen = " chosen by run.dtype auto" if cfg.run.dtype == "auto" else ""
+    cfg = replace(cfg, run=replace(cfg.run, dtype=runtime.resolve_dtype(cfg.run.dtype, device)))
     runtime.use_fast_matmuls(device)
     tc = cfg.train
     max_time = parse_duration(tc.max_time) if tc.max_time else math.inf
@@ -143,7 +146,7 @@ def train(cfg: Config, run_dir: Path, ranks: Ranks | None = None) -> dict:
         torch.manual_seed(hash((cfg.run.seed, ranks.rank, state.step)) % 2**63)
     classes = f", {len(data.labels)} classes" if data.labels else ""
     info(
-        f"training a {cfg.task} model on {device} ({cfg.run.dtype}): {n_params / 1e6:.1f}M "
+        f"training a {cfg.task} model on {device} ({cfg.run.dtype}{chosen}): {n_params / 1e6:.1f}M "
         f"parameters, {len(train_data)} training examples, vocabulary {tgt_codec.vocab_size}"
         + classes
         + (f"; {ranks.world_size} processes" if ranks.distributed else "")
