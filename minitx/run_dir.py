@@ -6,6 +6,7 @@ RUN_DIR/labels.json          classification: the label names, in class-index ord
 RUN_DIR/checkpoints/last/    model.safetensors, trainer.pt, meta.json: resume from here
 RUN_DIR/checkpoints/best/    model.safetensors, meta.json: the best validation score
 RUN_DIR/metrics.jsonl        one JSON object per training log, validation and end event
+RUN_DIR/cache/               token ids of the training and validation splits, for a faster restart
 RUN_DIR/eval/<split>.json    scores written by `minitx eval`; translation hypotheses in <split>.hyp,
                              classification predictions in <split>.pred and <split>.confusion.png
 """
@@ -28,6 +29,7 @@ from minitx.model.transformer import Classifier, Seq2Seq, build_classifier, buil
 from minitx.progress import info
 
 CONFIG_FILE = "config.yaml"
+CACHE_DIR = "cache"
 # What a resumed run must not change: the sections that shape the vocabulary and the weights, and
 # the keys whose restored optimizer, scheduler or batch-order state would silently override them.
 FROZEN_SECTIONS = ("task", "data", "tokenizer", "model")
@@ -168,6 +170,7 @@ def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunDat
             src_texts, tgt_texts, t.type, t.vocab_size, joint, t.min_frequency, t.path
         )
         made.append(lambda: codecs.save(run_dir))
+    codecs.cache_in(run_dir / CACHE_DIR)
     encoded = {}
     for split, dataset in raw.items():
         max_len = cfg.data.max_len if split == "train" else None

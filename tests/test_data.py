@@ -206,3 +206,24 @@ def test_table_cells_stay_text(tmp_path):
     rows = [("None", "n/a"), ("007", "1.50"), ("NA", "null")]
     (tmp_path / "train.tsv").write_text("de\ten\n" + "".join(f"{s}\t{t}\n" for s, t in rows))
     assert _as_pairs(load_pairs(str(tmp_path), "de", "en", "train")) == rows
+
+
+def test_the_token_cache_returns_what_the_tokenizer_would_and_follows_the_texts(tmp_path):
+    """Large encodings go to the cache and come back identical; changed texts are tokenized anew;
+    a damaged cache file is tokenized again instead of failing."""
+    from minitx.data.tokenizer import CACHED_BATCH, TextCodec, train_tokenizer
+
+    texts = [f"{i} dogs run through {i % 7} parks" for i in range(CACHED_BATCH)]
+    plain = TextCodec(train_tokenizer(texts, "bpe", 60))
+    cached = TextCodec(plain.tokenizer, cache_dir=tmp_path / "cache")
+    expected = plain.encode(texts)
+    assert cached.encode(texts) == expected  # computed and stored
+    (stored,) = (tmp_path / "cache").glob("*.npz")
+    assert cached.encode(texts) == expected  # read back
+    changed = ["a cat sleeps", *texts[1:]]
+    assert cached.encode(changed) == plain.encode(changed)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    stored.write_bytes(b"damaged")
+    assert cached.encode(texts) == expected
+    assert cached.encode(texts[:10]) == expected[:10]  # small calls bypass the cache
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
