@@ -10,6 +10,7 @@ writes, and the ranks agree every step on whether to stop.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import random
 import signal
@@ -184,8 +185,18 @@ def train(cfg: Config, run_dir: Path, ranks: Ranks | None = None) -> dict:
     # asked); both share its weights, so saving, validating and resuming use `model` itself.
     replica = model
     if ranks.distributed:
+        # The model's buffers are constants computed from the config (sinusoid table, rotary
+        # frequencies, ALiBi slopes; no running statistics), and the sinusoid table grows on the
+        # ranks that meet a longer batch: broadcasting rank 0's copy every step would be wasted
+        # work at best and a shape mismatch at worst.
+        # (Recent torch calls the switch forward_sync_buffers; older versions broadcast_buffers.)
+        no_buffer_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
         replica = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync
         )
     no_sync = replica.no_sync if ranks.distributed else contextlib.nullcontext
     step_model = torch.compile(replica) if tc.compile else replica
