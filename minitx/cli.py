@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -376,13 +377,14 @@ def main() -> None:
         commands = {c.name or c.callback.__name__ for c in app.registered_commands}
         command = f"{sys.argv[1]} " if len(sys.argv) > 1 and sys.argv[1] in commands else ""
         _fail(f"error: {message} (see 'minitx {command}--help')", 2)
-    except TrainingInterrupted as exc:
-        _fail(str(exc), 128 + exc.signal_number)
+    except TrainingInterrupted as exc:  # under torchrun every rank stops; rank 0 says so
+        _fail(str(exc) if os.environ.get("RANK", "0") == "0" else "", 128 + exc.signal_number)
     except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted", 130)
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, exit_code: int) -> None:
-    typer.echo(message, err=True)
+    if message:
+        typer.echo(message, err=True)
     raise SystemExit(exit_code)

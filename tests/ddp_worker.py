@@ -1,10 +1,12 @@
-"""`python -m minitx` for tests/test_distributed.py, started by torchrun, with two test-only hooks.
+"""`python -m minitx` for tests/test_distributed.py, started by torchrun, with test-only hooks.
 
 MINITX_TEST_PARAMS_DIR=DIR   after training, each rank saves its parameters to DIR/rank<R>.pt
 MINITX_TEST_FAIL_RANK=R      rank R raises RuntimeError("injected failure") at its second step
+MINITX_TEST_SIGNAL_RANK=R    rank R sends itself SIGTERM during its third step
 """
 
 import os
+import signal
 from pathlib import Path
 
 import torch
@@ -25,16 +27,19 @@ def capture_model(*args, **kwargs):
 
 loop.build_run_model = capture_model
 
-if os.environ.get("MINITX_TEST_FAIL_RANK") == str(rank):
-    train_step, calls = loop.train_step, []
+train_step, calls = loop.train_step, []
 
-    def failing_train_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("injected failure")
-        return train_step(*args, **kwargs)
 
-    loop.train_step = failing_train_step
+def hooked_train_step(*args, **kwargs):
+    calls.append(1)
+    if os.environ.get("MINITX_TEST_FAIL_RANK") == str(rank) and len(calls) == 2:
+        raise RuntimeError("injected failure")
+    if os.environ.get("MINITX_TEST_SIGNAL_RANK") == str(rank) and len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return train_step(*args, **kwargs)
+
+
+loop.train_step = hooked_train_step
 
 try:
     main()

@@ -135,6 +135,20 @@ def test_a_failing_rank_ends_every_rank_instead_of_hanging(runs, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_sigterm_on_one_rank_stops_both_at_the_same_step_and_resumes(runs, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["train", runs["config"], "--run-dir", run_dir, "--set", "train.max_steps=200"]
+    stopped = _torchrun(args, MINITX_TEST_SIGNAL_RANK="1")
+    assert stopped.returncode != 0  # torchrun itself exits 1 when a process fails
+    assert "exitcode  : 143" in stopped.stderr  # 128 + SIGTERM, in torchrun's summary
+    message = f"stopped by SIGTERM at step 3; saved {run_dir}/checkpoints/last"
+    assert stopped.stderr.count(message) == 1  # rank 0 speaks for both
+    assert json.loads((run_dir / "checkpoints/last/meta.json").read_text())["step"] == 3
+    resumed = _torchrun([*args[:-1], "train.max_steps=5"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert [e["step"] for e in _train_logs(run_dir)] == [1, 2, 3, 4, 5]
+
+
 def test_nproc_inside_a_launched_process_is_refused(runs, tmp_path):
     """A process that a launcher started (WORLD_SIZE set) must not start torchrun again."""
     nested = _run(
