@@ -191,7 +191,7 @@ class RunConfig:
         "auto", "auto picks cuda, then mps, then cpu"
     )
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = _key(
-        "fp32",
+        "auto",
         "autocast dtype for matmuls; weights stay fp32. auto: bf16 where the GPU or CPU has it "
         "natively (AVX512-BF16, AMX), else fp32. fp16 adds a dynamic loss scaler; on CUDA, fp32 "
         "matmuls use TF32",

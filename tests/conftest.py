@@ -70,6 +70,6 @@ tokenizer: {{vocab_size: 60, min_frequency: 1}}
 model: {{d_model: 32, n_heads: 4, n_encoder_layers: 1, n_decoder_layers: 1, d_ff: 64, dropout: 0.0}}
 train: {{batch_tokens: 256, lr: 3.0e-3, warmup_steps: 5, max_steps: 12, eval_every: 6, log_every: 3}}
 decode: {{beam_size: 2}}
-run: {{device: cpu, seed: 3}}
+run: {{device: cpu, seed: 3, dtype: fp32}}
 {extra}
 """

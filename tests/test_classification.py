@@ -72,7 +72,7 @@ data:
 tokenizer: {{vocab_size: 60, min_frequency: 1}}
 model: {{d_model: 32, n_heads: 4, n_encoder_layers: 1, d_ff: 64, dropout: 0.0}}
 train: {{batch_tokens: 256, lr: 3.0e-3, warmup_steps: 5, max_steps: 60, eval_every: 30, log_every: 10}}
-run: {{device: cpu, seed: 3}}
+run: {{device: cpu, seed: 3, dtype: fp32}}
 {extra}
 """
 

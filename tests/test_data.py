@@ -118,6 +118,13 @@ def test_synthetic_task_is_deterministic_and_splits_are_disjoint():
     assert not set(a["train"]["src"]) & set(a["test"]["src"])
 
 
+def test_synthetic_numbers_of_every_length_are_common():
+    """Short numbers are not the 0.1% that uniform sampling over 0-999,999 would give."""
+    train = number_pairs(20_000, seed=1)["train"]["src"]
+    below_1000 = [s for s in train if "thousand" not in s]
+    assert 0.03 < len(below_1000) / len(train) < 0.06  # about 950 of the 1,000 such numbers
+
+
 def test_synthetic_task_reorders_units_before_tens():
     assert english_words(72) == "seventy two" and german_words(72) == "zwei und siebzig"
     assert german_words(21_001) == "ein und zwanzig tausend eins"

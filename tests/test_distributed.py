@@ -25,7 +25,7 @@ tokenizer: {type: bpe, vocab_size: 96}
 model: {d_model: 32, n_heads: 4, n_encoder_layers: 1, n_decoder_layers: 1, d_ff: 64, dropout: 0.0}
 train: {batch_tokens: 512, max_steps: 8, eval_every: 4, log_every: 1, eval_max_sentences: 20}
 decode: {beam_size: 1}
-run: {device: cpu, seed: 1}
+run: {device: cpu, seed: 1, dtype: fp32}
 """
 
 
