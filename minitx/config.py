@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -62,7 +63,10 @@ class DataConfig:
         min=1,
     )
     synthetic_size: int = _key(
-        20000, "number of training pairs of the synthetic task (data.path: synthetic)", min=10
+        20000,
+        "number of training pairs of the synthetic task (data.path: synthetic)",
+        min=10,
+        max=999_000,  # distinct numbers below 1,000,000, with 1,000 kept for validation and test
     )
     synthetic_seed: int = _key(1, "seed that generates the synthetic task's pairs", min=0)
 
@@ -358,8 +362,11 @@ def config_to_dict(config: Config) -> dict:
 
 
 def save_config(config: Config, path: Path) -> None:
+    """Write the config whole or not at all (a temporary file renamed over the old one)."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
-    path.write_text(text, encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _deep_copy(raw: Any) -> Any:

@@ -234,3 +234,19 @@ def test_the_token_cache_returns_what_the_tokenizer_would_and_follows_the_texts(
     assert cached.encode(texts) == expected
     assert cached.encode(texts[:10]) == expected[:10]  # small calls bypass the cache
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04 truncated"])
+def test_a_damaged_or_unwritable_token_cache_costs_only_the_cache(tmp_path, damage):
+    from minitx.data.tokenizer import CACHED_BATCH, TextCodec, train_tokenizer
+
+    texts = [f"{i} cats sleep" for i in range(CACHED_BATCH)]
+    plain = TextCodec(train_tokenizer(texts, "bpe", 40))
+    cached = TextCodec(plain.tokenizer, cache_dir=tmp_path / "cache")
+    cached.encode(texts)
+    (stored,) = (tmp_path / "cache").glob("*.npz")
+    stored.write_bytes(damage)
+    assert cached.encode(texts) == plain.encode(texts)
+    unwritable = TextCodec(plain.tokenizer, cache_dir=tmp_path / "file" / "cache")
+    (tmp_path / "file").write_text("not a directory")
+    assert unwritable.encode(texts) == plain.encode(texts)

@@ -6,6 +6,7 @@ gives back detokenized text that BLEU can score directly, with no language-speci
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
@@ -92,18 +93,22 @@ class TextCodec:
             with np.load(path, allow_pickle=False) as stored:
                 flat, ends = stored["ids"].tolist(), stored["ends"].tolist()
             return [flat[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
-        except (OSError, KeyError, ValueError):  # absent, or damaged: tokenize again
+        except Exception:  # absent, or damaged (empty: EOFError, truncated: BadZipFile…): tokenize
             pass
         ids = self._encode(texts)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one writer per file: ranks may race
-        with tmp.open("wb") as handle:
-            np.savez(
-                handle,
-                ids=np.fromiter((i for row in ids for i in row), dtype=np.int32),
-                ends=np.cumsum([len(row) for row in ids], dtype=np.int64),
-            )
-        os.replace(tmp, path)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as handle:
+                np.savez(
+                    handle,
+                    ids=np.fromiter((i for row in ids for i in row), dtype=np.int32),
+                    ends=np.cumsum([len(row) for row in ids], dtype=np.int64),
+                )
+            os.replace(tmp, path)
+        except OSError:  # a full disk or read-only directory costs the cache, nothing else
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         return ids
 
     def _encode(self, texts: list[str]) -> list[list[int]]:

@@ -25,7 +25,7 @@ from minitx import runtime
 from minitx.config import TASK_METRICS, Config, config_to_dict, parse_duration, save_config
 from minitx.data.batching import Batch, LabelBatch
 from minitx.distributed import Ranks
-from minitx.errors import TrainingInterrupted, UserError
+from minitx.errors import ReportedElsewhere, TrainingInterrupted, UserError
 from minitx.evaluate import score_labels, score_pairs
 from minitx.metrics import MetricsLog
 from minitx.model.transformer import Classifier, Seq2Seq
@@ -128,6 +128,7 @@ def train(cfg: Config, run_dir: Path, ranks: Ranks | None = None) -> dict:
     )
     if resume_from is not None:
         last_scores = _restore(resume_from, model, optimizer, scheduler, scaler, state, device)
+    if resume_from is not None and ranks.is_main:  # the others must not read what rank 0 rewrites
         # prepare_run_dir refused changes to data, tokenizer and model; the rest is recorded here.
         changed = config_differences(
             config_to_dict(load_run_config(run_dir)),
@@ -243,8 +244,11 @@ def train(cfg: Config, run_dir: Path, ranks: Ranks | None = None) -> dict:
                     step_model = replica
                     loss_sum, grad_norm = train_step(replica, *step_args, no_sync)
                 # fp16: an overflowing gradient is the loss scaler's business (it skips the step
-                # and lowers the scale); only a non-finite loss means divergence.
+                # and lowers the scale); only a non-finite loss means divergence. The loss is
+                # per rank, so the ranks agree before any of them stops.
                 diverged = not torch.isfinite(loss_sum if scaler.is_enabled() else grad_norm)
+                if ranks.distributed:
+                    (diverged,) = ranks.any([diverged])
                 if diverged:
                     _stop_on_divergence(
                         run_dir,
@@ -424,7 +428,7 @@ def _stop_on_divergence(
         trainer_state = _trainer_state(optimizer, scheduler, scaler, state)
         save_checkpoint(crash_dir, model, meta, trainer_state)
     ranks.barrier()
-    raise UserError(
+    raise (UserError if ranks.is_main else ReportedElsewhere)(
         f"the loss or gradient became non-finite at step {state.step + 1} "
         f"(loss {float(loss_sum):.4g}, gradient norm {float(grad_norm):.4g}); the weights before "
         f"it are in {crash_dir}; lower train.lr or raise train.warmup_steps"
