@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -58,7 +58,7 @@ def load_run(
     runtime.set_threads(cfg.run.threads)
     runtime.keep_freed_memory()
     device = runtime.resolve_device(cfg.run.device)
-    cfg = replace(cfg, run=replace(cfg.run, dtype=runtime.resolve_dtype(cfg.run.dtype, device)))
+    cfg = runtime.with_resolved_dtype(cfg, device)
     codecs = load_codecs(run_dir)
     directory = find_checkpoint(run_dir / "checkpoints" / checkpoint)
     if directory is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import random
 import signal
@@ -11,6 +12,7 @@ import sys
 
 import torch
 
+from minitx.config import Config
 from minitx.errors import UserError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -71,6 +73,12 @@ def use_fast_matmuls(device: torch.device) -> None:
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
+
+
+def with_resolved_dtype(cfg: Config, device: torch.device) -> Config:
+    """`cfg` with run.dtype `auto` settled for `device` (see resolve_dtype)."""
+    dtype = resolve_dtype(cfg.run.dtype, device)
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dtype=dtype))
 
 
 def resolve_dtype(name: str, device: torch.device) -> str:

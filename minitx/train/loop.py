@@ -15,7 +15,7 @@ import math
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -89,7 +89,7 @@ def train(cfg: Config, run_dir: Path, ranks: Ranks | None = None) -> dict:
     device = ranks.device
     # `auto` is settled here and saved resolved in config.yaml, so the run says what it used.
     chosen = " chosen by run.dtype auto" if cfg.run.dtype == "auto" else ""
-    cfg = replace(cfg, run=replace(cfg.run, dtype=runtime.resolve_dtype(cfg.run.dtype, device)))
+    cfg = runtime.with_resolved_dtype(cfg, device)
     runtime.use_fast_matmuls(device)
     tc = cfg.train
     max_time = parse_duration(tc.max_time) if tc.max_time else math.inf
@@ -245,9 +245,10 @@ def train(cfg: Config, run_dir: Path, ranks: Ranks | None = None) -> dict:
                     loss_sum, grad_norm = train_step(replica, *step_args, no_sync)
                 # fp16: an overflowing gradient is the loss scaler's business (it skips the step
                 # and lowers the scale); only a non-finite loss means divergence. The loss is
-                # per rank, so the ranks agree before any of them stops.
+                # per rank, so the ranks agree before any of them stops. The gradient norm is
+                # computed after the all-reduce, the same on every rank: no agreement needed.
                 diverged = not torch.isfinite(loss_sum if scaler.is_enabled() else grad_norm)
-                if ranks.distributed:
+                if ranks.distributed and scaler.is_enabled():
                     (diverged,) = ranks.any([diverged])
                 if diverged:
                     _stop_on_divergence(
@@ -421,7 +422,7 @@ def _stop_on_divergence(
 ) -> None:
     """Keep the last finite weights as a crash checkpoint (never `best`) and stop with the step.
 
-    The gradients were all-reduced, so every rank sees the same norm and stops here too."""
+    Every rank of a torchrun group comes here at the same step; rank 0 saves and reports."""
     crash_dir = run_dir / "checkpoints" / "crash"
     if ranks.is_main:
         meta = {"step": state.step, "epoch": state.epoch, "failed_step": state.step + 1}
