@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import select
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
 
+from minitx import __version__
 from minitx.errors import ReportedElsewhere, TrainingInterrupted, UserError
-from minitx.progress import set_quiet
+from minitx.progress import show_status
+from minitx.run_dir import CHECKPOINT_CHOICES, RunDir
+
+try:  # Typer 0.28 and later raise their own usage errors and no longer use Click
+    from typer import TyperException as UsageProblem
+except ImportError:  # Typer 0.12-0.27: Click's
+    from click.exceptions import ClickException as UsageProblem
 
 app = typer.Typer(
     help=(
@@ -22,18 +33,51 @@ app = typer.Typer(
         '  minitx predict runs/sst2 "a gorgeous , witty , seductive movie ."'
     ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-SET_HELP = "Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
-QUIET_HELP = "No progress bars or status lines."
+# Options several commands share, declared once.
+SETS = typer.Option(
+    [], "--set", help="Override a config key, e.g. --set train.lr=3e-4 (repeatable)."
+)
+QUIET = typer.Option(
+    False, "--quiet", "-q", help="No progress bars or status lines (warnings stay)."
+)
+CHECKPOINT = typer.Option(
+    "best", "--checkpoint", help=f"Which weights: {CHECKPOINT_CHOICES} (see train.keep_last)."
+)
+RUN_DIR = typer.Argument(..., help="A run directory written by `minitx train`.")
+BEAM = typer.Option(None, "--beam", min=1, help="Beam size [default: decode.beam_size].")
+
+
+def _show_version(show: bool) -> None:
+    if show:
+        typer.echo(f"minitx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    # The app's help (above) describes minitx; this callback only adds --version.
+    return None
+
+
+def _start(quiet: bool) -> None:
+    """What every command sets up for this process before its work."""
+    from minitx import runtime
+
+    show_status(quiet)
+    runtime.keep_freed_memory()
 
 
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="YAML config file."),
-    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    overrides: list[str] = SETS,
     run_dir: Path | None = typer.Option(
         None, "--run-dir", help="Where to write the run [default: runs/<config name>]."
     ),
@@ -41,7 +85,7 @@ def train(
         False, "--fresh", help="Delete the run directory's contents and start over."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before --fresh deletes a run."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    quiet: bool = QUIET,
     nproc: int = typer.Option(
         1,
         "--nproc",
@@ -63,50 +107,59 @@ def train(
     """
     from minitx import distributed
     from minitx.config import load_config
-    from minitx.run_dir import prepare_run_dir
-    from minitx.train.loop import train as train_run
 
-    set_quiet(quiet)
+    _start(quiet)
     cfg = load_config(config, overrides)
-    run_dir = run_dir or Path("runs") / config.stem
+    run = RunDir(run_dir or Path("runs") / config.stem)
     launched = distributed.launched()
     if nproc > 1 and launched:
         raise UserError("--nproc starts torchrun itself; inside torchrun, leave it out")
-    if fresh and run_dir.exists() and any(run_dir.iterdir()) and not yes:
+    if fresh and run.root.exists() and any(run.root.iterdir()) and not yes:
         if launched or not sys.stdin.isatty():
-            raise UserError(f"--fresh would delete {run_dir}; add --yes to confirm")
-        typer.confirm(f"Delete everything in {run_dir} and start over?", abort=True)
+            raise UserError(f"--fresh would delete {run}; add --yes to confirm")
+        typer.confirm(f"Delete everything in {run} and start over?", abort=True)
     if nproc > 1:
-        args = ["train", str(config), "--run-dir", str(run_dir)]
+        args = ["train", str(config), "--run-dir", str(run)]
         args += [item for override in overrides for item in ("--set", override)]
         args += (["--fresh", "--yes"] if fresh else []) + (["--quiet"] if quiet else [])
         raise typer.Exit(distributed.launch(nproc, args))
+    scores = _train_in_group(cfg, run, fresh, quiet)
+    if scores is not None:
+        typer.echo(json.dumps({"run_dir": str(run), **scores}))
+
+
+def _train_in_group(cfg, run: RunDir, fresh: bool, quiet: bool) -> dict | None:
+    """Train in this process, alone or as one rank of a torchrun group; rank 0 holds the run's
+    lock and prepares it. Returns the scores on rank 0, None on the others."""
+    import datasets
+
+    from minitx import distributed
+    from minitx.train.loop import train as train_run
+
+    datasets.disable_progress_bars()  # minitx shows its own progress
     ranks = distributed.join(cfg.run.device)
     try:
         if not ranks.is_main:
-            set_quiet(True)  # rank 0 speaks for the group
-        ranks.main_only(lambda: prepare_run_dir(cfg, run_dir, fresh))
-        scores = train_run(cfg, run_dir, ranks)
+            show_status(quiet, silent=True)  # rank 0 speaks for the group
+        with contextlib.ExitStack() as held:
+            ranks.main_only(lambda: (held.enter_context(run.lock()), run.prepare(cfg, fresh)))
+            scores = train_run(cfg, run, ranks)
     finally:
         distributed.leave(ranks)
-    if ranks.is_main:
-        typer.echo(json.dumps({"run_dir": str(run_dir), **scores}))
+    return scores if ranks.is_main else None
 
 
 @app.command("eval")
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
+    run_dir: Path = RUN_DIR,
     split: str = typer.Option(
         "test", "--split", help="train, validation, test, or a split name of the data."
     ),
-    beam: int | None = typer.Option(
-        None, "--beam", min=1, help="Beam size [default: decode.beam_size]."
-    ),
-    checkpoint: str = typer.Option(
-        "best", "--checkpoint", help="best, last, or step_N (kept with train.keep_last)."
-    ),
-    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
+    beam: int | None = BEAM,
+    checkpoint: str = CHECKPOINT,
+    overrides: list[str] = SETS,
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as one JSON object."),
+    quiet: bool = QUIET,
 ) -> None:
     """Score a split; writes RUN_DIR/eval/<split>.json.
 
@@ -122,59 +175,66 @@ def evaluate(
 
       minitx eval runs/multi30k_de_en_raw --split validation --checkpoint last --set decode.length_penalty=0.6
 
-      minitx eval runs/sst2 --split test
+      minitx eval runs/sst2 --split test --json
     """
+    import datasets
+
     from minitx.evaluate import evaluate_split, load_run
 
-    set_quiet(quiet)
-    run = load_run(run_dir, checkpoint, tuple(overrides))
-    if beam is not None and run.config.task != "translation":
-        raise UserError(f"--beam is for translation runs, and {run_dir} is a {run.config.task} run")
-    report = evaluate_split(run, split, beam)
-    if run.config.task == "classification":
-        for key in ("accuracy", "macro_f1", "loss"):
-            typer.echo(f"{key:>12}: {report[key]}")
-        for name, scores in report["per_class"].items():
-            typer.echo(
-                f"{name:>12}: precision {scores['precision']}, recall {scores['recall']}, "
-                f"F1 {scores['f1']}, support {scores['support']}"
-            )
-        skipped = "".join(f", skipped {n} with {why}" for why, n in report["skipped"].items())
-        typer.echo(
-            f"{'examples':>12}: {report['examples']}  (checkpoint step "
-            f"{report['checkpoint_step']}{skipped})"
-        )
+    _start(quiet)
+    datasets.disable_progress_bars()
+    run = RunDir(run_dir)
+    trained = load_run(run, checkpoint, tuple(overrides))
+    if beam is not None and trained.config.task != "translation":
+        raise UserError(f"--beam is for translation runs, and {run} is a {trained.config.task} run")
+    report = evaluate_split(trained, split, beam)
+    written = run.eval_file(split, ".json")
+    if as_json:
+        typer.echo(json.dumps({**report, "written": str(written)}, ensure_ascii=False))
+        return
+    if trained.config.task == "classification":
+        keys, count = ("accuracy", "macro_f1", "loss"), f"{report['examples']} examples"
     else:
-        for key in ("bleu", "chrf", "exact_match", "loss", "ppl"):
-            typer.echo(f"{key:>12}: {report[key]}")
-        typer.echo(
-            f"{'sentences':>12}: {report['sentences']}  (checkpoint step {report['checkpoint_step']}, beam {report['decoding']['beam_size']})"
+        keys, count = (
+            ("bleu", "chrf", "exact_match", "loss", "ppl"),
+            f"{report['sentences']} sentences",
         )
+    for key in keys:
+        typer.echo(f"{key:>12}: {report[key]}")
+    for name, scores in report.get("per_class", {}).items():
+        typer.echo(
+            f"{name:>12}: precision {scores['precision']}, recall {scores['recall']}, "
+            f"F1 {scores['f1']}, support {scores['support']}"
+        )
+    details = [f"checkpoint step {report['checkpoint_step']}"]
+    if "decoding" in report:
+        details.append(f"beam {report['decoding']['beam_size']}")
+    details += [f"skipped {n} with {why}" for why, n in report.get("skipped", {}).items()]
+    typer.echo(f"{'scored':>12}: {count} ({', '.join(details)})")
+    if "bleu_signature" in report:
         typer.echo(f"{'signature':>12}: {report['bleu_signature']}")
-    typer.echo(f"{'written':>12}: {run_dir / 'eval' / (split + '.json')}")
+    typer.echo(f"{'written':>12}: {written}")
 
 
 @app.command()
 def translate(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
+    run_dir: Path = RUN_DIR,
     texts: list[str] = typer.Argument(
         None, help="Sentences to translate; stdin when none and no --input."
     ),
     input_file: Path | None = typer.Option(
         None, "--input", "-i", help="Translate each line of this file."
     ),
-    beam: int | None = typer.Option(
-        None, "--beam", min=1, help="Beam size [default: decode.beam_size]."
-    ),
+    beam: int | None = BEAM,
     batch_size: int | None = typer.Option(
-        None, "--batch-size", min=1, help="Sentences decoded together."
+        None, "--batch-size", min=1, help="Sentences decoded together [default: decode.batch_size]."
     ),
-    checkpoint: str = typer.Option(
-        "best", "--checkpoint", help="best, last, or step_N (kept with train.keep_last)."
-    ),
-    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    checkpoint: str = CHECKPOINT,
+    overrides: list[str] = SETS,
+    quiet: bool = QUIET,
 ) -> None:
-    """Translate sentences: one output line per input line.
+    """Translate sentences: one output line per input line, printed batch by batch as input
+    arrives.
 
     Examples:
 
@@ -182,15 +242,16 @@ def translate(
 
       minitx translate runs/multi30k_de_en_raw --input sentences.de --beam 5 > sentences.en
 
-      echo "Ein Hund rennt durch den Park." | minitx translate runs/multi30k_de_en_raw
+      tail -f sentences.de | minitx translate runs/multi30k_de_en_raw
     """
     from minitx.evaluate import load_run, translate_texts
 
-    lines = _input_lines(texts, input_file)
-    run = load_run(run_dir, checkpoint, tuple(overrides))
-    outputs = _for_non_empty(lines, lambda texts: translate_texts(run, texts, beam, batch_size))
-    for line in outputs:
-        typer.echo(line or "")
+    _start(quiet)
+    trained = load_run(RunDir(run_dir), checkpoint, tuple(overrides))
+    size = batch_size or trained.config.decode.batch_size
+    for lines in _input_batches(texts, input_file, size):
+        outputs = _for_non_empty(lines, lambda some: translate_texts(trained, some, beam, size))
+        _print_lines(line or "" for line in outputs)
 
 
 @app.command()
@@ -205,10 +266,9 @@ def predict(
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object per line, with every label's probability."
     ),
-    checkpoint: str = typer.Option(
-        "best", "--checkpoint", help="best, last, or step_N (kept with train.keep_last)."
-    ),
-    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    checkpoint: str = CHECKPOINT,
+    overrides: list[str] = SETS,
+    quiet: bool = QUIET,
 ) -> None:
     """Classify texts: LABEL<TAB>PROBABILITY per input line (an empty line for an empty one).
 
@@ -222,35 +282,40 @@ def predict(
     """
     from minitx.evaluate import classify_texts, load_run
 
-    lines = _input_lines(texts, input_file)
-    run = load_run(run_dir, checkpoint, tuple(overrides))
-    results = _for_non_empty(lines, lambda texts: classify_texts(run, texts))
-    for line, probabilities in zip(lines, results, strict=True):
-        label = max(probabilities, key=probabilities.get) if probabilities else None
-        if as_json:
-            record = {
-                "text": line,
-                "label": label,
-                "probability": round(probabilities[label], 4) if label else None,
-                "probabilities": {k: round(v, 4) for k, v in (probabilities or {}).items()},
-            }
-            typer.echo(json.dumps(record, ensure_ascii=False))
-        else:
-            typer.echo(f"{label}\t{probabilities[label]:.4f}" if label else "")
+    _start(quiet)
+    trained = load_run(RunDir(run_dir), checkpoint, tuple(overrides))
+    for lines in _input_batches(texts, input_file, 256):
+        results = _for_non_empty(lines, lambda some: classify_texts(trained, some))
+        _print_lines(
+            _prediction_line(line, probabilities, as_json)
+            for line, probabilities in zip(lines, results, strict=True)
+        )
+
+
+def _prediction_line(text: str, probabilities: dict | None, as_json: bool) -> str:
+    label = max(probabilities, key=probabilities.get) if probabilities else None
+    if not as_json:
+        return f"{label}\t{probabilities[label]:.4f}" if label else ""
+    record = {
+        "text": text,
+        "label": label,
+        "probability": round(probabilities[label], 4) if label else None,
+        "probabilities": {k: round(v, 4) for k, v in (probabilities or {}).items()},
+    }
+    return json.dumps(record, ensure_ascii=False)
 
 
 @app.command()
 def attention(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
+    run_dir: Path = RUN_DIR,
     text: str = typer.Argument(..., help="The sentence (or text) to look at."),
     layer: int | None = typer.Option(None, "--layer", min=0, help="Only this layer (from 0)."),
     head: int | None = typer.Option(None, "--head", min=0, help="Only this head (from 0)."),
     out: Path | None = typer.Option(
         None, "--out", help="Where to write [default: RUN_DIR/attention]."
     ),
-    checkpoint: str = typer.Option(
-        "best", "--checkpoint", help="best, last, or step_N (kept with train.keep_last)."
-    ),
+    checkpoint: str = CHECKPOINT,
+    quiet: bool = QUIET,
 ) -> None:
     """Draw attention maps: PNG heatmaps (a grid of heads per layer) and the raw weights as JSON.
 
@@ -267,99 +332,121 @@ def attention(
     from minitx.evaluate import attention_maps, load_run
     from minitx.plots import draw_attention_maps
 
-    run = load_run(run_dir, checkpoint)
-    cfg = run.config.model
-    n_layers = (
-        cfg.n_encoder_layers
-        if run.config.task == "classification"
-        else max(cfg.n_encoder_layers, cfg.n_decoder_layers)
-    )
+    _start(quiet)
+    run = RunDir(run_dir)
+    trained = load_run(run, checkpoint)
+    cfg = trained.config.model
+    n_layers = cfg.n_encoder_layers
+    if trained.config.task == "translation":
+        n_layers = max(n_layers, cfg.n_decoder_layers)
     if layer is not None and layer >= n_layers:
         raise UserError(f"--layer {layer}: the model has layers 0 to {n_layers - 1}")
     if head is not None and head >= cfg.n_heads:
         raise UserError(f"--head {head}: the model has heads 0 to {cfg.n_heads - 1}")
     if not text.strip():
         raise UserError("give a non-empty text to look at")
-    maps = attention_maps(run, text)
+    maps = attention_maps(trained, text)
     if "translation" in maps:
         typer.echo(f"translation: {maps['translation']}")
     if "prediction" in maps:
         typer.echo(
             f"prediction: {maps['prediction']['label']} ({maps['prediction']['probability']})"
         )
-    for path in draw_attention_maps(maps, out or run_dir / "attention", run_dir.name, layer, head):
+    for path in draw_attention_maps(maps, out or run.attention_dir, run.name, layer, head):
         typer.echo(f"wrote {path}")
 
 
 @app.command()
-def plot(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `minitx train`."),
-) -> None:
+def plot(run_dir: Path = RUN_DIR, quiet: bool = QUIET) -> None:
     """Draw training loss, learning rate and validation metrics from metrics.jsonl as PNG curves.
 
     Example:
 
       minitx plot runs/quickstart     # writes runs/quickstart/plots/curves.png
     """
+    from minitx.metrics import read_metrics
     from minitx.plots import plot_curves
 
-    events = _read_metrics(run_dir)
-    (run_dir / "plots").mkdir(exist_ok=True)
-    path = run_dir / "plots" / "curves.png"
-    panels = plot_curves(events, path, run_dir.name)
+    _start(quiet)
+    run = RunDir(run_dir)
+    events = read_metrics(run)
+    run.plots_dir.mkdir(exist_ok=True)
+    path = run.plots_dir / "curves.png"
+    panels = plot_curves(events, path, run.name)
     typer.echo(f"wrote {path} ({', '.join(panels)})")
 
 
-def _read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no metrics.jsonl; is it a minitx run directory?")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    events = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise UserError(f"{path} line {number} is not JSON; the file is damaged") from None
-            # else: the last line of a run killed mid-write; skip it
-    if not any(e.get("event") == "train" for e in events):
-        raise UserError(f"{path} has no training steps logged yet; train longer than log_every")
-    return events
-
-
-def _for_non_empty(lines: list[str], function) -> list:
+def _for_non_empty(lines: list[str], function: Callable[[list[str]], list]) -> list:
     """`function` applied to the non-empty lines in one call; None in place of each empty line."""
     non_empty = [i for i, line in enumerate(lines) if line.strip()]
     results: list = [None] * len(lines)
-    for i, result in zip(non_empty, function([lines[i] for i in non_empty]), strict=True):
-        results[i] = result
+    if non_empty:
+        for i, result in zip(non_empty, function([lines[i] for i in non_empty]), strict=True):
+            results[i] = result
     return results
 
 
-def _input_lines(texts: list[str] | None, input_file: Path | None) -> list[str]:
-    """Lines from the arguments, from --input, or else from stdin."""
+def _print_lines(lines) -> None:
+    for line in lines:
+        typer.echo(line)
+    sys.stdout.flush()  # a pipe would otherwise hold the batch back
+
+
+def _input_batches(
+    texts: list[str] | None, input_file: Path | None, batch_size: int
+) -> Iterator[list[str]]:
+    """The input lines, from the arguments, from --input, or else from stdin, in batches."""
     if texts and input_file:
         raise UserError("give texts as arguments or with --input, not both")
-    if input_file is not None:
+    if texts:
+        yield list(texts)
+    elif input_file is not None:
         if not input_file.is_file():
             raise UserError(f"input file not found: {input_file}")
-        return _read_text_lines(input_file.read_bytes(), str(input_file))
-    if texts:
-        return list(texts)
-    return _read_text_lines(sys.stdin.buffer.read(), "stdin")
+        with input_file.open("rb") as handle:
+            yield from _line_batches(handle, batch_size, str(input_file))
+    else:
+        yield from _line_batches(sys.stdin.buffer, batch_size, "stdin")
 
 
-def _read_text_lines(data: bytes, where: str) -> list[str]:
+def _line_batches(stream, batch_size: int, where: str) -> Iterator[list[str]]:
+    """Lines of a byte stream, in batches of every line that has arrived (at most `batch_size`):
+    a batch never waits for more input once it holds a line, so `tail -f … |` is answered as it
+    writes, and a file is read in full batches."""
     try:
-        text = data.decode("utf-8")
+        fd = stream.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):  # an in-memory stream
+        fd = None
+    pending, lines, number = b"", [], 0
+    while True:
+        waiting = lines and fd is not None and not select.select([fd], [], [], 0)[0]
+        if waiting or len(lines) >= batch_size:
+            yield lines[:batch_size]
+            lines = lines[batch_size:]
+            continue
+        chunk = os.read(fd, 1 << 16) if fd is not None else stream.read()
+        if not chunk:
+            break
+        *complete, pending = (pending + chunk).split(b"\n")
+        for raw in complete:
+            number += 1
+            lines.append(_decode_line(raw, where, number))
+    if pending:
+        lines.append(_decode_line(pending, where, number + 1))
+    while lines:
+        yield lines[:batch_size]
+        lines = lines[batch_size:]
+
+
+def _decode_line(raw: bytes, where: str, number: int) -> str:
+    try:
+        # Only newlines separate sentences: str.splitlines would also split on form feeds and
+        # U+2028.
+        return raw.decode("utf-8").removesuffix("\r")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{where} is not UTF-8 text (bad byte at position {exc.start})") from None
-    # Only newlines separate sentences: str.splitlines would also split on form feeds and U+2028.
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+        raise UserError(
+            f"{where} line {number} is not UTF-8 text (bad byte at position {exc.start})"
+        ) from None
 
 
 def main() -> None:
@@ -370,7 +457,7 @@ def main() -> None:
         raise SystemExit(2) from None
     except UserError as exc:
         _fail(f"error: {exc}", 2)
-    except typer.TyperException as exc:  # bad or missing arguments and options
+    except UsageProblem as exc:  # bad or missing arguments and options
         message = exc.format_message()
         if not message:  # `minitx` alone: the help was shown
             raise SystemExit(2) from None

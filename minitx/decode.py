@@ -12,16 +12,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from minitx import runtime
+from minitx.config import DecodeConfig
 from minitx.data.batching import pad
+from minitx.data.tokenizer import Codecs, SpecialIds
 from minitx.model.attention import KVCache
 from minitx.model.transformer import Seq2Seq
+from minitx.runtime import Compute
 
 
-def max_lengths(src: torch.Tensor, pad_id: int, ratio: float, offset: int) -> torch.Tensor:
+def max_lengths(src: torch.Tensor, pad_id: int, cfg: DecodeConfig) -> torch.Tensor:
     """Per-sentence output limit (tokens, EOS included): ratio × source length + offset."""
     src_len = (src != pad_id).sum(dim=1).float()
-    return torch.clamp((src_len * ratio).ceil().long() + offset, min=1)
+    return torch.clamp((src_len * cfg.max_len_ratio).ceil().long() + cfg.max_len_offset, min=1)
 
 
 def _next_log_probs(
@@ -50,20 +52,14 @@ def _strip(rows: torch.Tensor, eos_id: int) -> list[list[int]]:
 
 @torch.no_grad()
 def greedy(
-    model: Seq2Seq,
-    src: torch.Tensor,
-    bos_id: int,
-    eos_id: int,
-    pad_id: int,
-    max_len_ratio: float = 1.5,
-    max_len_offset: int = 10,
-    use_cache: bool = True,
+    model: Seq2Seq, src: torch.Tensor, ids: SpecialIds, cfg: DecodeConfig, use_cache: bool = True
 ) -> list[list[int]]:
     """The most likely next token at every step, for a batch of sources (B, S)."""
+    eos_id, pad_id = ids.eos_id, ids.pad_id
     memory, src_mask = model.encode(src)
-    limits = max_lengths(src, pad_id, max_len_ratio, max_len_offset)
+    limits = max_lengths(src, pad_id, cfg)
     cache = model.new_cache() if use_cache else None
-    tokens = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)
+    tokens = torch.full((src.shape[0], 1), ids.bos_id, dtype=torch.long, device=src.device)
     finished = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
     for step in range(int(limits.max())):
         next_tokens = _next_log_probs(model, tokens, memory, src_mask, cache).argmax(dim=-1)
@@ -78,35 +74,28 @@ def greedy(
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq,
-    src: torch.Tensor,
-    bos_id: int,
-    eos_id: int,
-    pad_id: int,
-    beam_size: int = 5,
-    length_penalty: float = 1.0,
-    max_len_ratio: float = 1.5,
-    max_len_offset: int = 10,
-    use_cache: bool = True,
+    model: Seq2Seq, src: torch.Tensor, ids: SpecialIds, cfg: DecodeConfig, use_cache: bool = True
 ) -> list[list[int]]:
-    """Keep the `beam_size` best unfinished prefixes of each sentence; return the best finished one.
+    """Keep the `cfg.beam_size` best unfinished prefixes of each sentence; return the best finished
+    one.
 
     As in fairseq: each step looks at the 2·K best extensions; those ending in EOS among the top K
     are finished and scored by log-prob / length**length_penalty, the best K others live on. A
     sentence is done once K hypotheses have finished. With beam_size 1 this is greedy decoding.
     """
-    batch, k, device = src.shape[0], beam_size, src.device
+    batch, k, device = src.shape[0], cfg.beam_size, src.device
+    eos_id = ids.eos_id
     memory, src_mask = model.encode(src)
     memory = memory.repeat_interleave(k, dim=0)  # (B·K, S, D)
     src_mask = src_mask.repeat_interleave(k, dim=0)
-    limits = max_lengths(src, pad_id, max_len_ratio, max_len_offset)  # (B,)
+    limits = max_lengths(src, ids.pad_id, cfg)  # (B,)
     cache = model.new_cache() if use_cache else None
 
     scores = torch.zeros(batch, k, device=device)
     scores[:, 1:] = -math.inf  # all beams start identical: expand only the first
-    tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=device)
+    tokens = torch.full((batch * k, 1), ids.bos_id, dtype=torch.long, device=device)
     beam_base = torch.arange(batch, device=device).unsqueeze(1) * k  # (B, 1)
-    best = _Finished(batch, int(limits.max()) + 1, pad_id, device)
+    best = _Finished(batch, int(limits.max()) + 1, ids.pad_id, device)
 
     for step in range(int(limits.max())):
         log_probs = _next_log_probs(model, tokens, memory, src_mask, cache)  # (B·K, V)
@@ -121,9 +110,8 @@ def beam_search(
         new_token = top % vocab
         ends = (new_token == eos_id) & torch.isfinite(top_scores)
 
-        best.add(
-            tokens, top_scores[:, :k], origin[:, :k], ends[:, :k], step + 1, length_penalty, eos_id
-        )
+        normalised = top_scores[:, :k] / (step + 1) ** cfg.length_penalty
+        best.add(tokens, normalised, origin[:, :k], ends[:, :k], eos_id)
         if bool(best.done(k).all()):
             break
         # The K best candidates that do not end here live on.
@@ -145,9 +133,9 @@ class _Finished:
         self.count = torch.zeros(batch, dtype=torch.long, device=device)
         self.tokens = torch.full((batch, width + 1), pad_id, dtype=torch.long, device=device)
 
-    def add(self, tokens, scores, origin, ends, length, length_penalty, eos_id) -> None:
-        """Record the candidates (B, K) that end with EOS at output `length` (EOS included)."""
-        normalised = (scores / length**length_penalty).masked_fill(~ends, -math.inf)
+    def add(self, tokens, scores, origin, ends, eos_id) -> None:
+        """Record the candidates (B, K) with length-normalised `scores` that end with EOS."""
+        normalised = scores.masked_fill(~ends, -math.inf)
         top_score, top_index = normalised.max(dim=1)  # (B,)
         improved = top_score > self.score
         self.count += ends.sum(dim=1)
@@ -164,49 +152,22 @@ class _Finished:
 def translate(
     model: Seq2Seq,
     src_ids: list[list[int]],
-    src_codec,
-    tgt_codec,
-    device: torch.device,
-    dtype: str,
-    beam_size: int = 1,
-    batch_size: int = 128,
-    length_penalty: float = 1.0,
-    max_len_ratio: float = 1.5,
-    max_len_offset: int = 10,
-    use_cache: bool = True,
+    codecs: Codecs,
+    cfg: DecodeConfig,
+    compute: Compute,
 ) -> list[str]:
-    """Decode many sources in length-sorted batches; return detokenized text in input order."""
+    """Decode many sources in length-sorted batches of `cfg.batch_size`; return detokenized text in
+    input order. Beam search with `cfg.beam_size` > 1, else greedy."""
     model.eval()
+    search = greedy if cfg.beam_size == 1 else beam_search
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
     outputs: list[str] = [""] * len(src_ids)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id).to(device)
-        with runtime.autocast(device, dtype):
-            if beam_size == 1:
-                ids = greedy(
-                    model,
-                    src,
-                    tgt_codec.bos_id,
-                    tgt_codec.eos_id,
-                    tgt_codec.pad_id,
-                    max_len_ratio,
-                    max_len_offset,
-                    use_cache,
-                )
-            else:
-                ids = beam_search(
-                    model,
-                    src,
-                    tgt_codec.bos_id,
-                    tgt_codec.eos_id,
-                    tgt_codec.pad_id,
-                    beam_size,
-                    length_penalty,
-                    max_len_ratio,
-                    max_len_offset,
-                    use_cache,
-                )
+    src_codec, tgt_codec = codecs.src, codecs.tgt
+    for start in range(0, len(order), cfg.batch_size):
+        chosen = order[start : start + cfg.batch_size]
+        src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id)
+        with compute.autocast():
+            ids = search(model, src.to(compute.device), tgt_codec.special_ids, cfg)
         for i, text in zip(chosen, tgt_codec.decode(ids), strict=True):
             outputs[i] = text
     return outputs

@@ -10,6 +10,7 @@ from pathlib import Path
 import sacrebleu
 
 from minitx.errors import UserError
+from minitx.run_dir import RunDir
 
 
 def translation_scores(hypotheses: list[str], references: list[str]) -> dict:
@@ -71,6 +72,24 @@ class MetricsLog:
                 ):
                     self.tensorboard.add_scalar(f"{event}/{key}", value, values["step"])
             self.tensorboard.flush()
+
+
+def read_metrics(run: RunDir) -> list[dict]:
+    """The events of a run's metrics.jsonl (a last line cut short by a kill is skipped)."""
+    path = run.metrics_file
+    if not path.is_file():
+        raise UserError(f"{run} has no {path.name}; is it a minitx run directory?")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    events = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise UserError(f"{path} line {number} is not JSON; the file is damaged") from None
+    if not any(e.get("event") == "train" for e in events):
+        raise UserError(f"{path} has no training steps logged yet; train longer than log_every")
+    return events
 
 
 def classification_scores(predictions: list[int], references: list[int], names: list[str]) -> dict:

@@ -6,11 +6,9 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed, none opened
-
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+# Figures are made with matplotlib's object API, never pyplot: files only, no display, no GUI
+# backend chosen, and nothing changed for a program that imports minitx beside its own plots.
+from matplotlib.figure import Figure
 
 
 def plot_confusion_matrix(
@@ -20,7 +18,8 @@ def plot_confusion_matrix(
     n = len(labels)
     shares = [[count / max(sum(row), 1) for count in row] for row in matrix]
     size = max(4.0, 0.6 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = Figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ax.set_xticks(range(n), labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
@@ -41,7 +40,6 @@ def plot_confusion_matrix(
                 )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_attention(
@@ -53,7 +51,8 @@ def plot_attention(
     cell = 0.32  # inches per token, so labels stay readable
     width = max(3.0, cell * len(keys) + 1.2) * columns + 1.0
     height = max(2.5, cell * len(queries) + 1.2) * rows + 0.6
-    fig, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(rows, columns, squeeze=False)
     image = None
     for ax, head in zip(axes.flat, heads, strict=False):
         image = ax.imshow(weights[head], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
@@ -66,7 +65,6 @@ def plot_attention(
     fig.suptitle(title, fontsize=11, y=1.0, va="bottom")
     fig.colorbar(image, ax=axes, fraction=0.025, pad=0.02, label="attention weight")
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def plot_curves(events: list[dict], path: Path, title: str) -> list[str]:
@@ -81,7 +79,8 @@ def plot_curves(events: list[dict], path: Path, title: str) -> list[str]:
     panels = ["training loss", "learning rate"] + [f"validation {m}" for m in metrics]
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(4.4 * columns, 3.4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     for ax, panel in zip(axes.flat, panels, strict=False):
@@ -101,7 +100,6 @@ def plot_curves(events: list[dict], path: Path, title: str) -> list[str]:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return panels
 
 

@@ -1,35 +1,37 @@
-"""The run directory: its layout, the config it was trained with, and the data and tokenizer of a run.
+"""The run directory: the one place that knows its layout, its lock and the config it was trained with.
 
 RUN_DIR/config.yaml          the resolved config (every key, defaults filled in)
 RUN_DIR/tokenizer.json       the tokenizer (tokenizer.src.json + tokenizer.tgt.json when not joint)
 RUN_DIR/labels.json          classification: the label names, in class-index order
 RUN_DIR/checkpoints/last/    model.safetensors, trainer.pt, meta.json: resume from here
 RUN_DIR/checkpoints/best/    model.safetensors, meta.json: the best validation score
+RUN_DIR/checkpoints/step_N/  the last validated checkpoints, with train.keep_last > 1
+RUN_DIR/checkpoints/crash/   the weights before a step whose loss became non-finite
 RUN_DIR/metrics.jsonl        one JSON object per training log, validation and end event
+RUN_DIR/train.log            the status lines of every training session, timestamped
+RUN_DIR/tensorboard/         TensorBoard event files (run.tensorboard)
 RUN_DIR/cache/               token ids of the training and validation splits, for a faster restart
 RUN_DIR/eval/<split>.json    scores written by `minitx eval`; translation hypotheses in <split>.hyp,
                              classification predictions in <split>.pred and <split>.confusion.png
+RUN_DIR/plots/               curves drawn by `minitx plot`
+RUN_DIR/attention/           maps drawn by `minitx attention`
+RUN_DIR/.lock                held by the process that trains the run (its pid inside)
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
 
-from minitx.config import Config, config_from_dict, config_to_dict
-from minitx.data.batching import EncodedPairs, EncodedTexts, encode_labelled, encode_pairs
-from minitx.data.labels import LABELS_FILE, label_names, load_label_names, save_label_names
-from minitx.data.sources import column, load_labelled_texts, load_pairs, split_name
-from minitx.data.tokenizer import JOINT_FILE, SRC_FILE, Codecs, build_codecs, load_codecs
+from minitx.config import Config, config_from_dict, config_to_dict, save_config
 from minitx.errors import UserError
-from minitx.model.transformer import Classifier, Seq2Seq, build_classifier, build_model
-from minitx.progress import info
 
-CONFIG_FILE = "config.yaml"
-CACHE_DIR = "cache"
 # What a resumed run must not change: the sections that shape the vocabulary and the weights, and
 # the keys whose restored optimizer, scheduler or batch-order state would silently override them.
 FROZEN_SECTIONS = ("task", "data", "tokenizer", "model")
@@ -44,73 +46,161 @@ FROZEN_KEYS = (
     "train.min_lr",
     "run.seed",
 )
+CHECKPOINT_CHOICES = "best, last or a kept step_N"
 
 
-@dataclass
-class RunData:
-    codecs: Codecs
-    splits: dict[str, EncodedPairs] | dict[str, EncodedTexts]
-    labels: list[str] | None  # classification: label names in class-index order
+class RunDir:
+    """Paths inside one run directory, and the operations that keep it consistent."""
 
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._config: Config | None = None
+        self.config_file = self.root / "config.yaml"
+        self.tokenizer_file = self.root / "tokenizer.json"  # joint vocabulary
+        self.src_tokenizer_file = self.root / "tokenizer.src.json"
+        self.tgt_tokenizer_file = self.root / "tokenizer.tgt.json"
+        self.labels_file = self.root / "labels.json"
+        self.checkpoints_dir = self.root / "checkpoints"
+        self.metrics_file = self.root / "metrics.jsonl"
+        self.train_log = self.root / "train.log"
+        self.tensorboard_dir = self.root / "tensorboard"
+        self.cache_dir = self.root / "cache"
+        self.eval_dir = self.root / "eval"
+        self.plots_dir = self.root / "plots"
+        self.attention_dir = self.root / "attention"
+        self.lock_file = self.root / ".lock"
 
-def has_tokenizer(run_dir: Path) -> bool:
-    return (run_dir / JOINT_FILE).is_file() or (run_dir / SRC_FILE).is_file()
+    def __str__(self) -> str:
+        return str(self.root)
 
+    @property
+    def name(self) -> str:
+        return self.root.name
 
-def load_run_config(run_dir: Path) -> Config:
-    if not run_dir.is_dir():
-        raise UserError(f"run directory not found: {run_dir}")
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(
-            f"{run_dir} is not a minitx run directory (no {CONFIG_FILE}); train one first"
-        )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        raise UserError(f"{path} is not valid YAML; the run directory is damaged") from None
-    return config_from_dict(raw, source=str(path))
+    def checkpoint(self, name: str) -> Path:
+        """checkpoints/NAME: best, last, crash or step_N (as `--checkpoint` names them)."""
+        if name in ("best", "last", "crash") or (name.startswith("step_") and name[5:].isdigit()):
+            return self.checkpoints_dir / name
+        raise UserError(f"--checkpoint must be {CHECKPOINT_CHOICES}, got '{name}'")
 
+    def snapshot(self, step: int) -> Path:
+        return self.checkpoints_dir / f"step_{step:08d}"
 
-def prepare_run_dir(cfg: Config, run_dir: Path, fresh: bool) -> None:
-    """Create the run directory, wipe it when `fresh`, or check that resuming keeps the model."""
-    if fresh and run_dir.exists():
-        if any(run_dir.iterdir()) and not (run_dir / CONFIG_FILE).is_file():
+    def snapshots(self) -> list[Path]:
+        """The kept step_N checkpoints, oldest first."""
+        found = self.checkpoints_dir.glob("step_*")
+        return sorted(path for path in found if path.name[5:].isdigit())
+
+    def eval_file(self, split: str, suffix: str) -> Path:
+        """eval/<split><suffix>, e.g. eval/test.json, eval/test.hyp."""
+        return self.eval_dir / f"{split}{suffix}"
+
+    def has_tokenizer(self) -> bool:
+        return self.tokenizer_file.is_file() or self.src_tokenizer_file.is_file()
+
+    def config(self) -> Config:
+        """The config the run was trained with, read from config.yaml once."""
+        if self._config is None:
+            self._config = self._read_config()
+        return self._config
+
+    def _read_config(self) -> Config:
+        if not self.root.is_dir():
+            raise UserError(f"run directory not found: {self.root}")
+        if not self.config_file.is_file():
             raise UserError(
-                f"--fresh deletes run directories only, and {run_dir} is not one (no {CONFIG_FILE})"
+                f"{self.root} is not a minitx run directory (no {self.config_file.name}); "
+                "train one first"
             )
-        shutil.rmtree(run_dir)
-    if (run_dir / CONFIG_FILE).is_file():
-        previous = load_run_config(run_dir)
-        differences = config_differences(
-            config_to_dict(previous), config_to_dict(cfg), (*FROZEN_SECTIONS, "train", "run")
-        )
-        keys = [difference.split(":")[0] for difference in differences]  # "model.d_ff: 64 → 128"
-        changed = [
-            difference
-            for key, difference in zip(keys, differences, strict=True)
-            if key.split(".")[0] in FROZEN_SECTIONS or key in FROZEN_KEYS
-        ]
-        if changed:
+        try:
+            raw = yaml.safe_load(self.config_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            raise UserError(f"{self.config_file} is not valid YAML; the run is damaged") from None
+        return config_from_dict(raw, source=str(self.config_file))
+
+    def save_config(self, cfg: Config) -> None:
+        save_config(cfg, self.config_file)
+        self._config = cfg
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for training: a second `minitx train` of it stops with the holder's pid.
+
+        An flock dies with its process, so a run whose trainer was killed is never left locked.
+        """
+        self._make()
+        with self.lock_file.open("a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise UserError(
+                    f"{self.root} is being trained by another process (pid {holder}); wait for "
+                    "it to finish or stop it, or train into another --run-dir"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def prepare(self, cfg: Config, fresh: bool) -> Config | None:
+        """Make the directory ready to train `cfg`: wipe it when `fresh`, or check that resuming
+        keeps the model. Returns the config of the run being resumed, if any."""
+        if fresh and self.root.exists():
+            # The lock file stays: this process holds it while it trains.
+            entries = [entry for entry in self.root.iterdir() if entry != self.lock_file]
+            if entries and not self.config_file.is_file():
+                raise UserError(
+                    f"--fresh deletes run directories only, and {self.root} is not one "
+                    f"(no {self.config_file.name})"
+                )
+            for entry in entries:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            self._config = None
+        previous = self.config() if self.config_file.is_file() else None
+        if previous is not None:
+            changed = [
+                difference
+                for difference in config_differences(
+                    previous, cfg, (*FROZEN_SECTIONS, "train", "run")
+                )
+                if _is_frozen(difference.split(":")[0])  # "model.d_ff: 64 → 128"
+            ]
+            if changed:
+                raise UserError(
+                    f"{self.root} was trained with a different config ({'; '.join(changed)}); "
+                    "use another --run-dir, or --fresh to start over"
+                )
+        self._make()
+        return previous
+
+    def _make(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
             raise UserError(
-                f"{run_dir} was trained with a different config ({'; '.join(changed)}); "
-                "use another --run-dir, or --fresh to start over"
-            )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(
-            f"cannot write to {run_dir} ({exc.strerror}); choose another --run-dir"
-        ) from None
+                f"cannot write to {self.root} ({exc.strerror}); choose another --run-dir"
+            ) from None
 
 
-def config_differences(old: dict, new: dict, sections: tuple[str, ...]) -> list[str]:
+def _is_frozen(key: str) -> bool:
+    return key.split(".")[0] in FROZEN_SECTIONS or key in FROZEN_KEYS
+
+
+def config_differences(old: Config, new: Config, sections: tuple[str, ...]) -> list[str]:
+    """'section.key: old → new' for every key of `sections` that differs."""
+    before_all, after_all = config_to_dict(old), config_to_dict(new)
     changes = []
     for section in sections:
-        before, after = old.get(section), new.get(section)
+        before, after = before_all.get(section), after_all.get(section)
         if isinstance(before, dict) and isinstance(after, dict):
             for key in sorted(set(before) | set(after)):
                 if before.get(key) != after.get(key):
@@ -118,75 +208,3 @@ def config_differences(old: dict, new: dict, sections: tuple[str, ...]) -> list[
         elif before != after:
             changes.append(f"{section}: {before!r} → {after!r}")
     return changes
-
-
-def load_split(cfg: Config, split: str):
-    """One split of the configured data as a Dataset (`split` is a role or a data split name):
-    `src`/`tgt` columns for translation, `text` (`text_pair`) and `label` for classification."""
-    d = cfg.data
-    name = split_name(d.splits, split)
-    rename = {**d.rename_columns.get(split, {}), **d.rename_columns.get(name, {})}
-    if cfg.task == "classification":
-        return load_labelled_texts(d.path, d.text, d.text_pair, d.label, name, d.name, rename)
-    return load_pairs(
-        d.path, d.src, d.tgt, name, d.name, d.synthetic_size, d.synthetic_seed, rename
-    )
-
-
-def training_texts(cfg: Config, dataset) -> tuple[list[str], list[str]]:
-    """The texts a tokenizer learns from: (source side, target side)."""
-    if cfg.task == "classification":
-        texts = column(dataset, "text")
-        if "text_pair" in dataset.column_names:
-            texts += column(dataset, "text_pair")
-        return texts, []
-    return column(dataset, "src"), column(dataset, "tgt")
-
-
-def load_run_data(cfg: Config, run_dir: Path, splits: tuple[str, ...]) -> RunData:
-    """Encoded splits; the tokenizer (and label names) are loaded from the run, or made from `train`
-    and saved there once every split has encoded, so a failed first start leaves nothing stale."""
-    raw = {split: load_split(cfg, split) for split in splits}
-    train = raw.get("train")
-    made = []  # what this call creates and must save
-    labels = None
-    if cfg.task == "classification":  # before the tokenizer: a bad label column fails fast
-        if (run_dir / LABELS_FILE).is_file():
-            labels = load_label_names(run_dir)
-        else:
-            train = train if train is not None else load_split(cfg, "train")
-            labels = label_names(train)
-            made.append(lambda: save_label_names(labels, run_dir))
-    if has_tokenizer(run_dir):
-        codecs = load_codecs(run_dir)
-    else:
-        train = train if train is not None else load_split(cfg, "train")
-        t = cfg.tokenizer
-        if not t.path:
-            info(f"training a {t.type} tokenizer ({t.vocab_size} tokens) on {len(train)} examples")
-        src_texts, tgt_texts = training_texts(cfg, train)
-        joint = t.joint or cfg.task == "classification"  # one text side: one vocabulary
-        codecs = build_codecs(
-            src_texts, tgt_texts, t.type, t.vocab_size, joint, t.min_frequency, t.path
-        )
-        made.append(lambda: codecs.save(run_dir))
-    codecs.cache_in(run_dir / CACHE_DIR)
-    encoded = {}
-    for split, dataset in raw.items():
-        max_len = cfg.data.max_len if split == "train" else None
-        if cfg.task == "classification":
-            encoded[split], _ = encode_labelled(dataset, codecs.src, labels, split, max_len)
-        else:
-            encoded[split] = encode_pairs(dataset, codecs.src, codecs.tgt, max_len)
-    for save in made:
-        save()
-    return RunData(codecs, encoded, labels)
-
-
-def build_run_model(cfg: Config, codecs: Codecs, labels: list[str] | None) -> Seq2Seq | Classifier:
-    """The model the task needs, sized by the run's vocabulary (and label set)."""
-    if cfg.task == "classification":
-        return build_classifier(cfg.model, codecs.src.vocab_size, codecs.src.pad_id, len(labels))
-    return build_model(
-        cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, codecs.tgt.pad_id, codecs.joint
-    )

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from minitx.data.batching import encode_pairs
+from minitx.data.run_data import load_split
 from minitx.decode import translate
 from minitx.evaluate import load_run
 from minitx.metrics import translation_scores
-from minitx.run_dir import load_split
 
 
 def main() -> None:

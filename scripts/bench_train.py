@@ -25,10 +25,10 @@ from torch import nn
 from minitx import runtime
 from minitx.config import load_config
 from minitx.data.batching import encode_pairs, padding_fraction
+from minitx.data.run_data import load_split
 from minitx.data.tokenizer import build_codecs
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
-from minitx.run_dir import load_split
 from minitx.train.loop import train_step
 from minitx.train.optim import build_optimizer
 

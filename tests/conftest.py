@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitx.config import ModelConfig
+from minitx.config import Config, ModelConfig
+from minitx.run_dir import RunDir
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -73,3 +74,13 @@ decode: {{beam_size: 2}}
 run: {{device: cpu, seed: 3, dtype: fp32}}
 {extra}
 """
+
+
+def train_run(cfg: Config, run_dir: Path, fresh: bool = False) -> dict:
+    """What `minitx train` does in-process: prepare the run directory, then train."""
+    from minitx.train.loop import train
+
+    run = RunDir(run_dir)
+    with run.lock():
+        run.prepare(cfg, fresh)
+        return train(cfg, run)

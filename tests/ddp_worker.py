@@ -13,6 +13,7 @@ import torch
 
 import minitx.train.loop as loop
 from minitx.cli import main
+from minitx.train.trainer import Trainer
 
 rank = int(os.environ["RANK"])
 models = []
@@ -27,19 +28,19 @@ def capture_model(*args, **kwargs):
 
 loop.build_run_model = capture_model
 
-train_step, calls = loop.train_step, []
+train_step, calls = Trainer.step, []
 
 
-def hooked_train_step(*args, **kwargs):
+def hooked_train_step(self, *args, **kwargs):
     calls.append(1)
     if os.environ.get("MINITX_TEST_FAIL_RANK") == str(rank) and len(calls) == 2:
         raise RuntimeError("injected failure")
     if os.environ.get("MINITX_TEST_SIGNAL_RANK") == str(rank) and len(calls) == 3:
         os.kill(os.getpid(), signal.SIGTERM)
-    return train_step(*args, **kwargs)
+    return train_step(self, *args, **kwargs)
 
 
-loop.train_step = hooked_train_step
+Trainer.step = hooked_train_step
 
 try:
     main()

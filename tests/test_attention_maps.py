@@ -9,12 +9,10 @@ import yaml
 
 from minitx.config import ModelConfig, config_from_dict
 from minitx.evaluate import attention_maps, load_run
-from minitx.model.attention import MultiHeadAttention, recording_attention
+from minitx.model.attention import AttentionSpec, MultiHeadAttention, recording_attention
 from minitx.model.transformer import build_model
-from minitx.run_dir import prepare_run_dir
-from minitx.train.loop import train
 
-from conftest import tiny_config_yaml
+from conftest import tiny_config_yaml, train_run
 from test_cli import assert_user_error, minitx
 
 
@@ -25,8 +23,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("maps")
     raw = yaml.safe_load(tiny_config_yaml(str(write_splits(root / "data"))))
     cfg = config_from_dict(raw)
-    prepare_run_dir(cfg, root / "run", fresh=False)
-    train(cfg, root / "run")
+    train_run(cfg, root / "run")
     return root / "run"
 
 
@@ -57,7 +54,7 @@ def test_recording_returns_the_weights_of_the_same_forward_pass():
 
 
 def test_windowed_weights_are_drawn_over_the_whole_sequence():
-    attention = MultiHeadAttention(16, 2, window=1, dilation=2).eval()
+    attention = MultiHeadAttention(AttentionSpec(16, 2, window=1, dilation=2)).eval()
     x = torch.randn(1, 6, 16)
     with torch.no_grad(), recording_attention(attention):
         attention(x, x)

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
-from minitx.config import ModelConfig
+from minitx.config import DecodeConfig, ModelConfig
+from minitx.data.tokenizer import SpecialIds
 from minitx.decode import greedy
-from minitx.model.attention import MultiHeadAttention
+from minitx.model.attention import AttentionSpec, MultiHeadAttention
 from minitx.model.positions import RelativeBias
 from minitx.model.transformer import build_model
 
@@ -50,7 +51,7 @@ def _reference(attention: MultiHeadAttention, x, mask, causal) -> torch.Tensor:
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
 def test_each_score_matches_a_float64_reference(score, causal, n_kv_heads):
-    attention = MultiHeadAttention(32, 4, n_kv_heads=n_kv_heads, score=score).eval()
+    attention = MultiHeadAttention(AttentionSpec(32, 4, n_kv_heads=n_kv_heads, score=score)).eval()
     x = torch.randn(3, 7, 32)
     mask = torch.ones(3, 1, 1, 7, dtype=torch.bool)
     mask[1, ..., 5:] = False
@@ -95,8 +96,9 @@ def test_cached_decoding_equals_full_recomputation(positions, n_kv_heads):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
     self_cache = cache[0][0]
     assert self_cache.k.shape[1] == (n_kv_heads or 4)  # the cache holds n_kv_heads heads
-    assert greedy(model, src, 2, 3, 0, use_cache=True) == greedy(
-        model, src, 2, 3, 0, use_cache=False
+    ids, cfg = SpecialIds(bos_id=2, eos_id=3, pad_id=0), DecodeConfig(beam_size=1)
+    assert greedy(model, src, ids, cfg, use_cache=True) == greedy(
+        model, src, ids, cfg, use_cache=False
     )
 
 
@@ -172,5 +174,6 @@ def test_windowed_outputs_ignore_tokens_outside_the_window(dilation):
 
 
 def test_grouped_query_attention_has_fewer_key_value_parameters():
-    full, grouped = MultiHeadAttention(32, 4), MultiHeadAttention(32, 4, n_kv_heads=1)
+    full = MultiHeadAttention(AttentionSpec(32, 4))
+    grouped = MultiHeadAttention(AttentionSpec(32, 4, n_kv_heads=1))
     assert full.kv_proj.weight.shape == (64, 32) and grouped.kv_proj.weight.shape == (16, 32)

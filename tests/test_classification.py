@@ -10,19 +10,24 @@ import pytest
 import torch
 import yaml
 
-from minitx.config import ModelConfig, config_from_dict, load_config
+from minitx.config import (
+    DataConfig,
+    ModelConfig,
+    TokenizerConfig,
+    config_from_dict,
+    load_config,
+)
 from minitx.data.batching import encode_labelled
 from minitx.data.labels import label_names, row_labels
+from minitx.data.run_data import load_split
 from minitx.data.sources import load_labelled_texts
 from minitx.data.tokenizer import build_codecs
 from minitx.errors import UserError
 from minitx.evaluate import classify_texts, evaluate_split, load_run
 from minitx.metrics import classification_scores
 from minitx.model.transformer import build_classifier
-from minitx.run_dir import load_split, prepare_run_dir
-from minitx.train.loop import train
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, train_run
 from test_cli import assert_user_error, minitx
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -81,8 +86,7 @@ run: {{device: cpu, seed: 3, dtype: fp32}}
 def trained_run(sst_like_dir: Path, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "sst"
     cfg = config_from_dict(yaml.safe_load(_config_yaml(sst_like_dir)))
-    prepare_run_dir(cfg, run_dir, fresh=False)
-    train(cfg, run_dir)
+    train_run(cfg, run_dir)
     return run_dir
 
 
@@ -119,10 +123,11 @@ def test_text_pairs_are_joined_with_separators(tmp_path):
             for p, h, lab in [("a b", "c", "yes"), ("c", "a", "no")] * 5
         )
     )
-    dataset = load_labelled_texts(str(tmp_path), "premise", "hypothesis", "label", "train")
-    codecs = build_codecs(
-        list(dataset["text"]) + list(dataset["text_pair"]), [], "bpe", 30, True, 1, None
+    dataset = load_labelled_texts(
+        DataConfig(path=str(tmp_path), text="premise", text_pair="hypothesis"), "train"
     )
+    tokenizer = TokenizerConfig(vocab_size=30, min_frequency=1)
+    codecs = build_codecs(list(dataset["text"]) + list(dataset["text_pair"]), [], tokenizer, True)
     encoded, _ = encode_labelled(dataset, codecs.src, label_names(dataset), "train")
     codec = codecs.src
     first = encoded.ids[0]
@@ -148,15 +153,17 @@ def test_label_names_from_class_label_feature_else_sorted_values():
 def test_missing_and_unknown_labels_are_counted_and_skipped(tmp_path):
     rows = [("pos", "good film"), ("", "no label here"), ("meh", "unseen label"), ("neg", "bad")]
     _write_tsv(tmp_path / "test.tsv", "text", rows)
-    dataset = load_labelled_texts(str(tmp_path), "text", None, "label", "test")
-    codecs = build_codecs(list(dataset["text"]), [], "bpe", 40, True, 1, None)
+    dataset = load_labelled_texts(DataConfig(path=str(tmp_path)), "test")
+    codecs = build_codecs(
+        list(dataset["text"]), [], TokenizerConfig(vocab_size=40, min_frequency=1), True
+    )
     encoded, skipped = encode_labelled(dataset, codecs.src, ["neg", "pos"], "test")
     assert encoded.labels == [1, 0] and skipped == {"missing label": 1, "unknown label": 1}
 
 
 def test_empty_texts_are_dropped_and_counted(tmp_path):
     _write_tsv(tmp_path / "train.tsv", "text", [("pos", "good"), ("neg", "  "), ("neg", "bad")])
-    assert len(load_labelled_texts(str(tmp_path), "text", None, "label", "train")) == 2
+    assert len(load_labelled_texts(DataConfig(path=str(tmp_path)), "train")) == 2
 
 
 # --- model --------------------------------------------------------------------------------------
@@ -294,10 +301,10 @@ def test_a_damaged_or_missing_labels_file_is_a_clear_error(tmp_path):
     from minitx.data.labels import load_label_names
 
     with pytest.raises(UserError, match="no labels.json"):
-        load_label_names(tmp_path)
+        load_label_names(tmp_path / "labels.json")
     (tmp_path / "labels.json").write_text("{not json")
     with pytest.raises(UserError, match="labels.json is damaged"):
-        load_label_names(tmp_path)
+        load_label_names(tmp_path / "labels.json")
 
 
 def test_float_nan_and_negative_labels_read_as_integers_or_missing():

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from minitx.config import load_config
-from minitx.run_dir import prepare_run_dir
-from minitx.train.loop import train
+
+from conftest import train_run
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 TIMEOUT = 240  # seconds: a hang fails the test instead of stalling CI
@@ -72,8 +72,7 @@ def runs(tmp_path_factory) -> dict:
     config.write_text(CONFIG)
     single = tmp / "single"
     cfg = load_config(config, ["train.accumulate=2"])
-    prepare_run_dir(cfg, single, fresh=False)
-    train(cfg, single)
+    train_run(cfg, single)
 
     ddp, params = tmp / "ddp", tmp / "params"
     params.mkdir()

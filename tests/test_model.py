@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from minitx.model.attention import MultiHeadAttention, explicit_attention
+from minitx.model.attention import (
+    AttentionSpec,
+    MultiHeadAttention,
+    causal_mask,
+    explicit_attention,
+)
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
 from minitx.train.checkpoint import load_weights, save_checkpoint
@@ -50,7 +55,7 @@ def test_causal_mask_hides_the_future(tiny_model_config):
 
 
 def test_source_mask_hides_padding_from_every_query():
-    attention = MultiHeadAttention(16, 2).eval()
+    attention = MultiHeadAttention(AttentionSpec(16, 2)).eval()
     x = torch.randn(1, 5, 16)
     mask = torch.tensor([True, True, True, False, False])[None, None, None, :]
     changed = x.clone()
@@ -69,16 +74,28 @@ def test_explicit_attention_matches_fused_kernel(causal):
     reference = torch.nn.functional.scaled_dot_product_attention(
         q, k, v, attn_mask=None if causal else mask, is_causal=causal
     )
-    mine, _ = explicit_attention(q, k, v, None if causal else mask, causal, dropout=0.0)
+    allowed = causal_mask(6, 6, q.device) if causal else mask
+    mine, _ = explicit_attention(q, k, v, allowed, dropout=0.0)
     torch.testing.assert_close(mine, reference)
+
+
+def test_causal_mask_lets_each_query_see_itself_and_the_past_only():
+    assert causal_mask(3, 3, torch.device("cpu")).tolist() == [
+        [True, False, False],
+        [True, True, False],
+        [True, True, True],
+    ]
+    # Two new queries after a cached prefix of two: they are positions 2 and 3 of 4.
+    assert causal_mask(2, 4, torch.device("cpu")).tolist() == [
+        [True, True, True, False],
+        [True, True, True, True],
+    ]
 
 
 def test_explicit_attention_is_softmax_qk_v():
     q, k, v = torch.randn(1, 1, 2, 4), torch.randn(1, 1, 3, 4), torch.randn(1, 1, 3, 4)
     weights = torch.softmax(q[0, 0] @ k[0, 0].T / 2.0, dim=-1)  # √d_k = 2
-    torch.testing.assert_close(
-        explicit_attention(q, k, v, None, False, 0.0)[0][0, 0], weights @ v[0, 0]
-    )
+    torch.testing.assert_close(explicit_attention(q, k, v, None)[0][0, 0], weights @ v[0, 0])
 
 
 def test_sinusoidal_positions_follow_the_formula():

@@ -6,10 +6,10 @@ from pathlib import Path
 import datasets
 import pytest
 
-from minitx.config import load_config
+from minitx.config import DataConfig, load_config
+from minitx.data.run_data import load_split
 from minitx.data.sources import load_pairs
 from minitx.errors import UserError
-from minitx.run_dir import load_split
 
 from conftest import PAIRS, SHARED_DATA
 
@@ -31,7 +31,9 @@ def _fake_hub(monkeypatch, table: dict, seen: list):
 def test_hub_dataset_by_id_with_language_columns(monkeypatch):
     seen = []
     _fake_hub(monkeypatch, {"en": [p[1] for p in PAIRS], "de": [p[0] for p in PAIRS]}, seen)
-    loaded = load_pairs("bentrevett/multi30k", "de", "en", "validation", name="default")
+    loaded = load_pairs(
+        DataConfig(path="bentrevett/multi30k", name="default", src="de", tgt="en"), "validation"
+    )
     assert seen == [("bentrevett/multi30k", "default", "validation")]
     assert list(zip(loaded["src"], loaded["tgt"], strict=True)) == PAIRS
 
@@ -47,7 +49,7 @@ def test_hub_config_file_reads_the_hub_copy(monkeypatch):
 def test_hub_unknown_split_and_unreachable_hub_are_user_errors(monkeypatch):
     _fake_hub(monkeypatch, {"en": ["a"], "de": ["b"]}, [])
     with pytest.raises(UserError, match="cannot load split 'dev'"):
-        load_pairs("org/data", "de", "en", "dev")
+        load_pairs(DataConfig(path="org/data", src="de", tgt="en"), "dev")
 
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach 'org/data' on the Hub")
@@ -57,7 +59,7 @@ def test_hub_unknown_split_and_unreachable_hub_are_user_errors(monkeypatch):
         UserError,
         match="no local directory, and loading it as a Hugging Face Hub id failed.*ConnectionError",
     ):
-        load_pairs("org/data", "de", "en", "train")
+        load_pairs(DataConfig(path="org/data", src="de", tgt="en"), "train")
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "multi30k").is_dir(), reason="needs ../shared/data/multi30k")

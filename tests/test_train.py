@@ -7,10 +7,8 @@ import torch
 import yaml
 
 from minitx.config import config_from_dict
-from minitx.run_dir import prepare_run_dir
-from minitx.train.loop import train
 
-from conftest import tiny_config_yaml
+from conftest import tiny_config_yaml, train_run
 
 
 def _config(data_dir, **train_overrides):
@@ -21,8 +19,7 @@ def _config(data_dir, **train_overrides):
 
 
 def _train(cfg, run_dir):
-    prepare_run_dir(cfg, run_dir, fresh=False)
-    return train(cfg, run_dir)
+    return train_run(cfg, run_dir)
 
 
 def _losses(run_dir):
@@ -87,10 +84,10 @@ def test_non_finite_loss_stops_with_a_crash_checkpoint_that_never_becomes_best(
     parallel_dir, tmp_path, monkeypatch
 ):
     from minitx.errors import UserError
-    from minitx.train import loop
+    from minitx.train import trainer
 
     cfg = _config(parallel_dir, max_steps=8, eval_every=2, log_every=1)
-    real_loss = loop.summed_loss  # the training step's; validation binds its own
+    real_loss = trainer.summed_loss  # the training step's; validation binds its own
     calls = {"n": 0}
 
     def diverging(*args, **kwargs):
@@ -98,7 +95,7 @@ def test_non_finite_loss_stops_with_a_crash_checkpoint_that_never_becomes_best(
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(loop, "summed_loss", diverging)
+    monkeypatch.setattr(trainer, "summed_loss", diverging)
     with pytest.raises(UserError, match="non-finite at step 3"):
         _train(cfg, tmp_path / "run")
     crash = json.loads((tmp_path / "run/checkpoints/crash/meta.json").read_text())
@@ -162,7 +159,7 @@ def test_a_full_disk_is_refused_before_training(parallel_dir, tmp_path, monkeypa
 
 
 def test_compile_that_fails_falls_back_to_eager_with_a_warning(
-    parallel_dir, tmp_path, monkeypatch, capsys
+    parallel_dir, tmp_path, monkeypatch, caplog
 ):
     class Broken(torch.nn.Module):
         def __init__(self, model):
@@ -175,7 +172,7 @@ def test_compile_that_fails_falls_back_to_eager_with_a_warning(
     monkeypatch.setattr(torch, "compile", lambda model: Broken(model))
     cfg = _config(parallel_dir, max_steps=3, eval_every=3, log_every=1, compile=True)
     scores = _train(cfg, tmp_path / "run")
-    assert "torch.compile failed (RuntimeError); training eagerly" in capsys.readouterr().err
+    assert "torch.compile failed (RuntimeError); training eagerly" in caplog.text
     assert sorted(_losses(tmp_path / "run")) == [1, 2, 3] and "bleu" in scores
 
 
@@ -203,8 +200,10 @@ def test_auto_dtype_is_resolved_announced_and_saved(parallel_dir, tmp_path, monk
     """run.dtype auto trains in bf16 where the CPU has it and fp32 where not, says which at the
     start, and writes the resolved value into the run's config.yaml."""
     from minitx import runtime
-    from minitx.run_dir import load_run_config
+    from minitx.progress import show_status
+    from minitx.run_dir import RunDir
 
+    show_status()  # status lines on stderr, as the command line shows them
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(runtime, "cpu_has_bf16", lambda native=native: native)
         raw = yaml.safe_load(tiny_config_yaml(str(parallel_dir)))
@@ -212,5 +211,5 @@ def test_auto_dtype_is_resolved_announced_and_saved(parallel_dir, tmp_path, monk
         raw["train"].update(max_steps=2, eval_every=2)
         run_dir = tmp_path / expected
         _train(config_from_dict(raw), run_dir)
-        assert load_run_config(run_dir).run.dtype == expected
+        assert RunDir(run_dir).config().run.dtype == expected
         assert f"({expected} chosen by run.dtype auto)" in capsys.readouterr().err

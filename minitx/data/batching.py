@@ -9,7 +9,11 @@ few percent, as fairseq does; shuffling the batch order each epoch keeps the gra
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,13 +22,33 @@ from minitx.data.labels import row_labels
 from minitx.data.sources import column
 from minitx.data.tokenizer import TextCodec
 from minitx.errors import UserError
-from minitx.progress import info
+
+log = logging.getLogger(__name__)
 
 IGNORED = -100  # target value that adds nothing to the loss (torch's default ignore_index)
 
 
+T = TypeVar("T")
+
+
+class _Tensors:
+    """Moves every tensor field of a batch dataclass at once."""
+
+    def to(self: T, device: torch.device) -> T:
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self: T) -> T:
+        """Page-locked copies, so that copies to the GPU run asynchronously."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self: T, function) -> T:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        moved = {k: function(v) for k, v in fields.items() if isinstance(v, torch.Tensor)}
+        return dataclasses.replace(self, **moved)
+
+
 @dataclass
-class Batch:
+class Batch(_Tensors):
     """A padded batch. `tgt_in` starts with BOS, `tgt_out` ends with EOS; both have the same shape."""
 
     src: torch.Tensor  # (B, S)
@@ -32,20 +56,9 @@ class Batch:
     tgt_out: torch.Tensor  # (B, T), padded with IGNORED
     n_targets: int  # target tokens: the terms of the loss
 
-    def to(self, device: torch.device) -> Batch:
-        return self._map(lambda t: t.to(device, non_blocking=True))
-
-    def pin_memory(self) -> Batch:
-        return self._map(torch.Tensor.pin_memory)
-
-    def _map(self, function) -> Batch:
-        return Batch(
-            function(self.src), function(self.tgt_in), function(self.tgt_out), self.n_targets
-        )
-
 
 @dataclass
-class LabelBatch:
+class LabelBatch(_Tensors):
     """Padded texts, each `<s> text </s>` (`<s> text </s> pair </s>` for pairs), and their classes."""
 
     src: torch.Tensor  # (B, S)
@@ -54,15 +67,6 @@ class LabelBatch:
     @property
     def n_targets(self) -> int:  # examples: the terms of the loss
         return len(self.labels)
-
-    def to(self, device: torch.device) -> LabelBatch:
-        return self._map(lambda t: t.to(device, non_blocking=True))
-
-    def pin_memory(self) -> LabelBatch:
-        return self._map(torch.Tensor.pin_memory)
-
-    def _map(self, function) -> LabelBatch:
-        return LabelBatch(function(self.src), function(self.labels))
 
 
 def pad(sequences: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -113,20 +117,40 @@ def token_budget_batches(
     return batches
 
 
-def padding_fraction(
-    batches: list[np.ndarray], src_lengths: np.ndarray, tgt_lengths: np.ndarray
-) -> float:
-    """Share of target positions that are padding, over all batches."""
-    real = padded = 0
-    for batch in batches:
-        lengths = tgt_lengths[batch] + 1
-        real += int(lengths.sum())
-        padded += int(lengths.max()) * len(batch)
-    return 1.0 - real / max(padded, 1)
+def padding_fraction(batches: Sequence[Batch | LabelBatch], pad_id: int) -> float:
+    """Share of the source positions of `batches` that are padding."""
+    real = sum(int((batch.src != pad_id).sum()) for batch in batches)
+    return 1.0 - real / max(sum(batch.src.numel() for batch in batches), 1)
+
+
+class _Encoded:
+    """What encoded splits share: a subset, and token-budget batches of similar length."""
+
+    def widths(self) -> list[np.ndarray]:
+        """Each example's padded length per side, the side that sorts first first."""
+        raise NotImplementedError
+
+    def batch(self, indices: list[int], codec: TextCodec) -> Batch | LabelBatch:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.widths()[0])
+
+    def subset(self: T, n: int) -> T:
+        """The first `n` examples."""
+        fields = dataclasses.fields(self)
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[:n] for f in fields})
+
+    def batch_groups(self, batch_tokens: int, seed: int | None) -> list[np.ndarray]:
+        return token_budget_batches(self.widths(), batch_tokens, seed)
+
+    def batches(self, batch_tokens: int, seed: int | None, codec: TextCodec) -> list:
+        groups = self.batch_groups(batch_tokens, seed)
+        return [self.batch(group.tolist(), codec) for group in groups]
 
 
 @dataclass
-class EncodedPairs:
+class EncodedPairs(_Encoded):
     """A split's text and token ids, ready to be cut into batches."""
 
     src_text: list[str]
@@ -138,22 +162,9 @@ class EncodedPairs:
         self.src_lengths = np.array([len(s) for s in self.src_ids], dtype=np.int64)
         self.tgt_lengths = np.array([len(t) for t in self.tgt_ids], dtype=np.int64)
 
-    def __len__(self) -> int:
-        return len(self.src_ids)
-
-    def subset(self, n: int) -> EncodedPairs:
-        return EncodedPairs(
-            self.src_text[:n], self.tgt_text[:n], self.src_ids[:n], self.tgt_ids[:n]
-        )
-
-    def batch_groups(self, batch_tokens: int, seed: int | None) -> list[np.ndarray]:
+    def widths(self) -> list[np.ndarray]:
         # +1 for the EOS/BOS each side gets; target first, as the loss is counted on it.
-        widths = [self.tgt_lengths + 1, self.src_lengths + 1]
-        return token_budget_batches(widths, batch_tokens, seed)
-
-    def batches(self, batch_tokens: int, seed: int | None, codec: TextCodec) -> list[Batch]:
-        groups = self.batch_groups(batch_tokens, seed)
-        return [self.batch(group.tolist(), codec) for group in groups]
+        return [self.tgt_lengths + 1, self.src_lengths + 1]
 
     def batch(self, indices: list[int], codec: TextCodec) -> Batch:
         return make_batch(
@@ -188,7 +199,7 @@ def encode_pairs(dataset, src_codec, tgt_codec, max_len: int | None = None) -> E
 
 
 @dataclass
-class EncodedTexts:
+class EncodedTexts(_Encoded):
     """A split's labelled texts as model inputs (`<s> text </s>`, plus `pair </s>` for pairs)."""
 
     ids: list[list[int]]
@@ -197,18 +208,8 @@ class EncodedTexts:
     def __post_init__(self) -> None:
         self.lengths = np.array([len(ids) for ids in self.ids], dtype=np.int64)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def subset(self, n: int) -> EncodedTexts:
-        return EncodedTexts(self.ids[:n], self.labels[:n])
-
-    def batch_groups(self, batch_tokens: int, seed: int | None) -> list[np.ndarray]:
-        return token_budget_batches([self.lengths], batch_tokens, seed)
-
-    def batches(self, batch_tokens: int, seed: int | None, codec: TextCodec) -> list[LabelBatch]:
-        groups = self.batch_groups(batch_tokens, seed)
-        return [self.batch(group.tolist(), codec) for group in groups]
+    def widths(self) -> list[np.ndarray]:
+        return [self.lengths]
 
     def batch(self, indices: list[int], codec: TextCodec) -> LabelBatch:
         return LabelBatch(
@@ -258,7 +259,7 @@ def encode_labelled(
         unknown = sorted({label for label in labels if label is not None and label not in index})
         detail = f"; unknown labels {unknown[:5]}, known {names}" if unknown else ""
         reasons = ", ".join(f"{count} with {reason}" for reason, count in skipped.items())
-        info(f"{split}: skipped {sum(skipped.values())} row(s): {reasons}{detail}")
+        log.info(f"{split}: skipped {sum(skipped.values())} row(s): {reasons}{detail}")
     if not keep:
         raise UserError(
             f"split '{split}' has no usable rows (a known label, at most data.max_len tokens); "

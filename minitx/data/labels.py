@@ -17,8 +17,6 @@ import datasets
 from minitx.data.sources import column
 from minitx.errors import UserError
 
-LABELS_FILE = "labels.json"
-
 
 def row_labels(dataset: datasets.Dataset) -> list[str | None]:
     """Each row's label as a name; None where it is missing (null, empty, or ClassLabel's -1)."""
@@ -65,14 +63,13 @@ def _is_integer(text: str) -> bool:
     return True
 
 
-def save_label_names(names: list[str], run_dir: Path) -> None:
-    (run_dir / LABELS_FILE).write_text(json.dumps(names, ensure_ascii=False) + "\n", "utf-8")
+def save_label_names(names: list[str], path: Path) -> None:
+    path.write_text(json.dumps(names, ensure_ascii=False) + "\n", "utf-8")
 
 
-def load_label_names(run_dir: Path) -> list[str]:
-    path = run_dir / LABELS_FILE
+def load_label_names(path: Path) -> list[str]:
     if not path.is_file():
-        raise UserError(f"{run_dir} has no {LABELS_FILE}; is it a classification run directory?")
+        raise UserError(f"{path.parent} has no {path.name}; is it a classification run directory?")
     try:
         names = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -15,13 +15,16 @@ splits disagree, such as SST-2's `sentence` (train) and `content` (dev, test).
 from __future__ import annotations
 
 import gzip
+import logging
 from pathlib import Path
 
 import datasets
 
+from minitx.config import DataConfig
 from minitx.data.synthetic import number_pairs
 from minitx.errors import UserError
-from minitx.progress import info
+
+log = logging.getLogger(__name__)
 
 
 def column(dataset: datasets.Dataset, name: str) -> list:
@@ -39,8 +42,6 @@ TABLE_BUILDERS = {
     ".parquet": "parquet",
 }
 
-datasets.disable_progress_bars()
-
 
 def split_name(splits: dict[str, str], split: str) -> str:
     """The data's own name for `split`: a role (train/validation/test) or already a data split name."""
@@ -48,44 +49,33 @@ def split_name(splits: dict[str, str], split: str) -> str:
 
 
 def load_pairs(
-    path: str,
-    src: str,
-    tgt: str,
-    split: str,
-    name: str | None = None,
-    synthetic_size: int = 0,
-    seed: int = 0,
-    rename: dict[str, str] | None = None,
+    data: DataConfig, split: str, rename: dict[str, str] | None = None
 ) -> datasets.Dataset:
-    """Load one split as a Dataset with `src` and `tgt` string columns, empty pairs removed."""
-    if path == SYNTHETIC:
-        pairs = number_pairs(synthetic_size, seed)
+    """Load one split (the data's own name for it) as a Dataset with `src` and `tgt` string
+    columns, empty pairs removed. `rename` renames the data's columns first."""
+    if data.path == SYNTHETIC:
+        pairs = number_pairs(data.synthetic_size, data.synthetic_seed)
         if split not in pairs:
             raise UserError(f"the synthetic task has splits train, validation, test; not '{split}'")
         dataset = datasets.Dataset.from_dict(pairs[split])
     else:
-        dataset = _load(path, name, split, {"src": src, "tgt": tgt}, rename or {})
+        columns = {"src": data.src, "tgt": data.tgt}
+        dataset = _load(data.path, data.name, split, columns, rename or {})
     return _drop_empty(dataset, split, ["src", "tgt"], "sentence pairs")
 
 
 def load_labelled_texts(
-    path: str,
-    text: str,
-    text_pair: str | None,
-    label: str,
-    split: str,
-    name: str | None = None,
-    rename: dict[str, str] | None = None,
+    data: DataConfig, split: str, rename: dict[str, str] | None = None
 ) -> datasets.Dataset:
     """Load one split as a Dataset with `text` (and `text_pair`) strings and a `label` column.
 
     Labels keep their type; a ClassLabel feature (names in the dataset's metadata) survives.
     Rows with an empty text are dropped and counted; missing labels are handled by data/labels.py.
     """
-    columns = {"text": text, "label": label}
-    if text_pair:
-        columns["text_pair"] = text_pair
-    dataset = _load(path, name, split, columns, rename or {})
+    columns = {"text": data.text, "label": data.label}
+    if data.text_pair:
+        columns["text_pair"] = data.text_pair
+    dataset = _load(data.path, data.name, split, columns, rename or {})
     texts = [c for c in columns if c != "label"]
     return _drop_empty(dataset, split, texts, "rows")
 
@@ -271,5 +261,5 @@ def _drop_empty(
     if len(dataset) == 0:
         raise UserError(f"split '{split}' has no non-empty {what}")
     if len(dataset) < before:
-        info(f"{split}: skipped {before - len(dataset)} {what} with an empty text")
+        log.info(f"{split}: skipped {before - len(dataset)} {what} with an empty text")
     return dataset

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from minitx.config import TokenizerConfig
 from minitx.errors import UserError
+from minitx.run_dir import RunDir
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
-JOINT_FILE, SRC_FILE, TGT_FILE = "tokenizer.json", "tokenizer.src.json", "tokenizer.tgt.json"
 
 
 def train_tokenizer(
@@ -60,6 +61,15 @@ def load_tokenizer_file(path: Path) -> Tokenizer:
     return tokenizer
 
 
+@dataclass(frozen=True)
+class SpecialIds:
+    """The ids a decoder needs: the start and end of a sequence, and the padding after its end."""
+
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+
 CACHED_BATCH = 1000  # encode() calls with at least this many texts use the cache
 
 
@@ -81,6 +91,7 @@ class TextCodec:
         self.bos_id = self.tokenizer.token_to_id(BOS)
         self.eos_id = self.tokenizer.token_to_id(EOS)
         self.vocab_size = self.tokenizer.get_vocab_size()
+        self.special_ids = SpecialIds(self.bos_id, self.eos_id, self.pad_id)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         if self.cache_dir is None or len(texts) < CACHED_BATCH:
@@ -133,49 +144,42 @@ class Codecs:
         """Keep large encodings in `directory` (see TextCodec)."""
         self.src.cache_dir = self.tgt.cache_dir = directory
 
-    def save(self, run_dir: Path) -> None:
+    def save(self, run: RunDir) -> None:
         if self.joint:
-            self.src.tokenizer.save(str(run_dir / JOINT_FILE))
+            self.src.tokenizer.save(str(run.tokenizer_file))
         else:
-            self.src.tokenizer.save(str(run_dir / SRC_FILE))
-            self.tgt.tokenizer.save(str(run_dir / TGT_FILE))
+            self.src.tokenizer.save(str(run.src_tokenizer_file))
+            self.tgt.tokenizer.save(str(run.tgt_tokenizer_file))
 
 
 def build_codecs(
-    src_texts: Iterable[str],
-    tgt_texts: Iterable[str],
-    kind: str,
-    vocab_size: int,
-    joint: bool,
-    min_frequency: int,
-    path: str | None,
+    src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig, joint: bool
 ) -> Codecs:
-    """Load the tokenizer named by `path`, or train one (or two) on the training texts."""
-    if path:
-        codec = TextCodec(load_tokenizer_file(Path(path)))
+    """Load the tokenizer named by `cfg.path`, or train one (or two) on the training texts."""
+    if cfg.path:
+        codec = TextCodec(load_tokenizer_file(Path(cfg.path)))
         return Codecs(codec, codec)
+    options = (cfg.type, cfg.vocab_size, cfg.min_frequency)
     if joint:
-        codec = TextCodec(
-            train_tokenizer(_chain(src_texts, tgt_texts), kind, vocab_size, min_frequency)
-        )
+        codec = TextCodec(train_tokenizer(_chain(src_texts, tgt_texts), *options))
         return Codecs(codec, codec)
     return Codecs(
-        TextCodec(train_tokenizer(src_texts, kind, vocab_size, min_frequency)),
-        TextCodec(train_tokenizer(tgt_texts, kind, vocab_size, min_frequency)),
+        TextCodec(train_tokenizer(src_texts, *options)),
+        TextCodec(train_tokenizer(tgt_texts, *options)),
     )
 
 
-def load_codecs(run_dir: Path) -> Codecs:
+def load_codecs(run: RunDir) -> Codecs:
     """The tokenizer(s) saved in a run directory."""
-    if (run_dir / JOINT_FILE).is_file():
-        codec = TextCodec(load_tokenizer_file(run_dir / JOINT_FILE))
+    if run.tokenizer_file.is_file():
+        codec = TextCodec(load_tokenizer_file(run.tokenizer_file))
         return Codecs(codec, codec)
-    if (run_dir / SRC_FILE).is_file():
+    if run.src_tokenizer_file.is_file():
         return Codecs(
-            TextCodec(load_tokenizer_file(run_dir / SRC_FILE)),
-            TextCodec(load_tokenizer_file(run_dir / TGT_FILE)),
+            TextCodec(load_tokenizer_file(run.src_tokenizer_file)),
+            TextCodec(load_tokenizer_file(run.tgt_tokenizer_file)),
         )
-    raise UserError(f"{run_dir} has no {JOINT_FILE}; is it a minitx run directory?")
+    raise UserError(f"{run} has no {run.tokenizer_file.name}; is it a minitx run directory?")
 
 
 def _chain(*iterables: Iterable[str]) -> Iterator[str]:

@@ -17,6 +17,7 @@ so that memory grows with T·W rather than T².
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minitx.config import ModelConfig
 from minitx.model.dropout import apply_dropout
 from minitx.model.positions import AlibiBias, RelativeBias, Rotary
 
@@ -47,20 +49,26 @@ class KVCache:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
 
 
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """(Tq, Tk), True where query i may see key j: the queries are the last Tq of the Tk positions
+    (Tq = Tk in training; Tq < Tk when decoding continues a cached prefix)."""
+    return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+
+
 def explicit_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     mask: torch.Tensor | None,
-    causal: bool,
-    dropout: float,
+    dropout: float = 0.0,
     scale: float | None = None,
     bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(QKᵀ·scale + bias)·V written out: the output and the attention weights (B, H, Tq, Tk).
 
-    The same result as `F.scaled_dot_product_attention`; used where the weights are wanted, and on
-    the CPU in bf16, where it is faster.
+    `mask` is True where attention is allowed (padding and causal masks combined). The same result
+    as `F.scaled_dot_product_attention`; used where the weights are wanted, and on the CPU in bf16,
+    where it is faster.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
@@ -68,51 +76,66 @@ def explicit_attention(
         scores = scores + bias
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    if causal:
-        q_len, k_len = scores.shape[-2:]
-        future = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(1 + k_len - q_len)
-        scores = scores.masked_fill(future, float("-inf"))
     weights = scores.softmax(dim=-1)
     out = apply_dropout(weights, dropout, training=dropout > 0).to(v.dtype) @ v
     return out, weights
 
 
+@dataclass(frozen=True)
+class AttentionSpec:
+    """What one attention module computes. `from_config` reads it from the model config; the
+    encoder and decoder layers then adapt it to each use (a window, no positions, one direction)."""
+
+    d_model: int
+    n_heads: int
+    n_kv_heads: int | None = None  # key/value heads (grouped-query attention); None: n_heads
+    score: str = "scaled_dot"  # scaled_dot, dot or cosine
+    dropout: float = 0.0  # on the attention weights
+    positions: str = "none"  # rope, relative and alibi act inside attention; the others do not
+    # relative: keys before and after the query get their own buckets (T5's encoder). Decoder
+    # self-attention sees no keys after the query and uses all buckets for those before.
+    relative_bidirectional: bool = True
+    window: int | None = None  # see only this many neighbours on each side (None: all)
+    dilation: int = 1  # with a window: the step between the neighbours seen
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, **changes) -> AttentionSpec:
+        spec = cls(
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.n_kv_heads,
+            score=cfg.attention,
+            dropout=cfg.attention_dropout,
+            positions=cfg.positions,
+        )
+        return dataclasses.replace(spec, **changes)
+
+
 class MultiHeadAttention(nn.Module):
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        dropout: float = 0.0,
-        n_kv_heads: int | None = None,
-        score: str = "scaled_dot",
-        positions: str = "sinusoidal",
-        causal: bool = False,
-        window: int | None = None,
-        dilation: int = 1,
-    ):
-        """`positions` other than rope/relative/alibi are absolute (added to the embeddings) and
-        change nothing here; `causal` says which way relative biases look (decoder self-attention)."""
+    def __init__(self, spec: AttentionSpec):
         super().__init__()
-        self.n_heads = n_heads
-        self.n_kv_heads = n_kv_heads or n_heads
-        self.d_head = d_model // n_heads
-        self.dropout = dropout
-        self.score = score
-        self.window, self.dilation = window, dilation
-        self.q_proj = nn.Linear(d_model, d_model)
+        self.n_heads = spec.n_heads
+        self.n_kv_heads = spec.n_kv_heads or spec.n_heads
+        self.d_head = spec.d_model // spec.n_heads
+        self.dropout = spec.dropout
+        self.score = spec.score
+        # None: 1/√d_k. `dot` leaves the scores unscaled; `cosine` scales them by log_scale.
+        self.scale = None if spec.score == "scaled_dot" else 1.0
+        self.window, self.dilation = spec.window, spec.dilation
+        self.q_proj = nn.Linear(spec.d_model, spec.d_model)
         # keys and values in one matmul, n_kv_heads of each
-        self.kv_proj = nn.Linear(d_model, 2 * self.n_kv_heads * self.d_head)
-        self.out_proj = nn.Linear(d_model, d_model)
-        if score == "cosine":
+        self.kv_proj = nn.Linear(spec.d_model, 2 * self.n_kv_heads * self.d_head)
+        self.out_proj = nn.Linear(spec.d_model, spec.d_model)
+        if spec.score == "cosine":
             # log of the per-head scale, starting at 10 and capped at 100 (Swin V2)
-            self.log_scale = nn.Parameter(torch.full((n_heads, 1, 1), math.log(10.0)))
-        self.rotary = Rotary(self.d_head) if positions == "rope" else None
+            self.log_scale = nn.Parameter(torch.full((spec.n_heads, 1, 1), math.log(10.0)))
+        self.rotary = Rotary(self.d_head) if spec.positions == "rope" else None
         self.bias = None
-        if positions == "relative":
-            self.bias = RelativeBias(n_heads, bidirectional=not causal)
-        elif positions == "alibi":
-            self.bias = AlibiBias(n_heads)
-        self.keep_weights = False  # set by `record_attention`: keep the last weights for a plot
+        if spec.positions == "relative":
+            self.bias = RelativeBias(spec.n_heads, bidirectional=spec.relative_bidirectional)
+        elif spec.positions == "alibi":
+            self.bias = AlibiBias(spec.n_heads)
+        self.keep_weights = False  # set by `recording_attention`: keep the last weights for a plot
         self.weights: torch.Tensor | None = None  # (B, H, Tq, Tk) when kept
 
     def forward(
@@ -146,50 +169,50 @@ class MultiHeadAttention(nn.Module):
         if self.rotary is not None:
             q = self.rotary(q, torch.arange(offset, offset + q_len, device=q.device))
         k, v = self._share_kv_heads(k), self._share_kv_heads(v)  # (B, H, Tk, Dh)
-        scale = None  # √d_k
-        if self.score == "dot":
-            scale = 1.0
-        elif self.score == "cosine":
+        if self.score == "cosine":
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-            q, scale = q * self.log_scale.clamp(max=math.log(100.0)).exp().to(q.dtype), 1.0
-        dropout = self.dropout if self.training else 0.0
-        causal = causal and q_len > 1
+            q = q * self.log_scale.clamp(max=math.log(100.0)).exp().to(q.dtype)
         if self.window is not None:
-            out = self._banded(q, k, v, mask, scale, dropout)
+            out = self._banded(q, k, v, mask)
         else:
-            bias = None
-            if self.bias is not None:
-                k_len = k.shape[2]
-                queries = torch.arange(k_len - q_len, k_len, device=q.device)
-                distance = torch.arange(k_len, device=q.device)[None, :] - queries[:, None]
-                bias = self.bias(distance).to(q.dtype)  # (H, Tq, Tk)
-            out = self._full(q, k, v, mask, causal, dropout, scale, bias)
+            out = self._full(q, k, v, mask, causal and q_len > 1)
         out = out.transpose(1, 2).reshape(batch, q_len, d_model)  # (B, Tq, D)
         return self.out_proj(out)
 
-    def _full(self, q, k, v, mask, causal, dropout, scale, bias) -> torch.Tensor:
+    def _relative_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
+        """The position bias (H, Tq, Tk) of the last Tq queries against Tk keys, if any."""
+        if self.bias is None:
+            return None
+        queries = torch.arange(k_len - q_len, k_len, device=device)
+        distance = torch.arange(k_len, device=device)[None, :] - queries[:, None]
+        return self.bias(distance)
+
+    def _full(self, q, k, v, mask, causal: bool) -> torch.Tensor:
+        dropout = self.dropout if self.training else 0.0
+        q_len, k_len = q.shape[2], k.shape[2]
+        bias = self._relative_bias(q_len, k_len, q.device)
+        bias = None if bias is None else bias.to(q.dtype)
         slow_fused = q.device.type == "cpu" and q.dtype == torch.bfloat16
-        if self.keep_weights or slow_fused:
+        explicit = self.keep_weights or slow_fused
+        if causal and (explicit or bias is not None):
+            # One mask for the explicit formula, and for the fused kernel, which takes a bias or
+            # a mask but not both, and no `is_causal` beside a mask.
+            allowed = causal_mask(q_len, k_len, q.device)
+            mask, causal = allowed if mask is None else mask & allowed, False
+        if explicit:
             # torch's fused CPU kernel is slow in bf16: its backward took 7x longer than these
             # three ops on Multi30k-sized batches (torch 2.13, scripts/bench_attention.py).
-            out, weights = explicit_attention(q, k, v, mask, causal, dropout, scale, bias)
+            out, weights = explicit_attention(q, k, v, mask, dropout, self.scale, bias)
             if self.keep_weights:
                 self.weights = weights.detach()
             return out
-        if bias is not None:  # one additive mask: the fused kernel takes no bias and mask apart
-            if causal:
-                q_len, k_len = q.shape[2], k.shape[2]
-                future = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).triu(1)
-                bias = bias.masked_fill(future, float("-inf"))
-                causal = False
-            if mask is not None:
-                bias = bias.masked_fill(~mask, float("-inf"))
-            mask = bias
+        if bias is not None:
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=self.scale
         )
 
-    def _banded(self, q, k, v, mask, scale, dropout) -> torch.Tensor:
+    def _banded(self, q, k, v, mask) -> torch.Tensor:
         """Each query i attends to keys i + j·dilation, j = −W…W, in blocks of C queries: a block
         scores only its C + 2·W·dilation neighbouring keys, so memory grows with T·(C + 2WD), not T²."""
         batch, heads, length, d_head = q.shape
@@ -205,7 +228,7 @@ class MultiHeadAttention(nn.Module):
         v_win = F.pad(v, (0, 0, reach, reach + padded - length)).unfold(2, span, block)
         # (B, H, n, Dh, span) each
         q_blocks = q.view(batch, heads, n_blocks, block, d_head)  # (B, H, n, C, Dh)
-        scale = d_head**-0.5 if scale is None else scale
+        scale = d_head**-0.5 if self.scale is None else self.scale
         scores = (q_blocks @ k_win) * scale  # (B, H, n, C, span)
         offset = torch.arange(span, device=q.device)[None, :] - reach
         distance = offset - torch.arange(block, device=q.device)[:, None]  # key − query (C, span)
@@ -221,6 +244,7 @@ class MultiHeadAttention(nn.Module):
         weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
         if self.keep_weights:
             self.weights = self._spread(weights.detach(), length, reach)
+        dropout = self.dropout if self.training else 0.0
         weights = apply_dropout(weights, dropout, training=dropout > 0).to(v.dtype)
         out = weights @ v_win.transpose(-2, -1)  # (B, H, n, C, Dh)
         return out.reshape(batch, heads, padded, d_head)[:, :, :length]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minitx.model.attention import KVCache, MultiHeadAttention
+from minitx.config import ModelConfig
+from minitx.model.attention import AttentionSpec, KVCache, MultiHeadAttention
 from minitx.model.dropout import Dropout
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -44,28 +45,17 @@ class Residual(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        dropout: float,
-        attention_dropout: float,
-        activation_dropout: float,
-        activation: str,
-        pre_norm: bool,
-        attention: dict,
-        window: int | None = None,
-        dilation: int = 1,
-    ):
-        """`attention`: the MultiHeadAttention options (score, positions, n_kv_heads)."""
+    """Self-attention over the source (within `model.window` when set), then feed-forward."""
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.self_attention = MultiHeadAttention(
-            d_model, n_heads, attention_dropout, window=window, dilation=dilation, **attention
+        spec = AttentionSpec.from_config(cfg, window=cfg.window, dilation=cfg.dilation)
+        self.self_attention = MultiHeadAttention(spec)
+        self.feed_forward = FeedForward(
+            cfg.d_model, cfg.d_ff, cfg.activation_dropout, cfg.activation
         )
-        self.feed_forward = FeedForward(d_model, d_ff, activation_dropout, activation)
-        self.attention_residual = Residual(d_model, dropout, pre_norm)
-        self.feed_forward_residual = Residual(d_model, dropout, pre_norm)
+        self.attention_residual = Residual(cfg.d_model, cfg.dropout, cfg.norm == "pre")
+        self.feed_forward_residual = Residual(cfg.d_model, cfg.dropout, cfg.norm == "pre")
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         x = self.attention_residual(x, lambda h: self.self_attention(h, h, mask=src_mask))
@@ -73,30 +63,21 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        d_ff: int,
-        dropout: float,
-        attention_dropout: float,
-        activation_dropout: float,
-        activation: str,
-        pre_norm: bool,
-        attention: dict,
-    ):
-        """`attention`: the MultiHeadAttention options (score, positions, n_kv_heads)."""
+    """Causal self-attention over the target prefix, cross-attention to the source, feed-forward."""
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.self_attention = MultiHeadAttention(
-            d_model, n_heads, attention_dropout, causal=True, **attention
-        )
+        self_spec = AttentionSpec.from_config(cfg, relative_bidirectional=False)
+        self.self_attention = MultiHeadAttention(self_spec)
         # Cross-attention relates positions of two different sentences: no relative positions.
-        cross = {**attention, "positions": "none"}
-        self.cross_attention = MultiHeadAttention(d_model, n_heads, attention_dropout, **cross)
-        self.feed_forward = FeedForward(d_model, d_ff, activation_dropout, activation)
-        self.self_attention_residual = Residual(d_model, dropout, pre_norm)
-        self.cross_attention_residual = Residual(d_model, dropout, pre_norm)
-        self.feed_forward_residual = Residual(d_model, dropout, pre_norm)
+        self.cross_attention = MultiHeadAttention(AttentionSpec.from_config(cfg, positions="none"))
+        self.feed_forward = FeedForward(
+            cfg.d_model, cfg.d_ff, cfg.activation_dropout, cfg.activation
+        )
+        pre_norm = cfg.norm == "pre"
+        self.self_attention_residual = Residual(cfg.d_model, cfg.dropout, pre_norm)
+        self.cross_attention_residual = Residual(cfg.d_model, cfg.dropout, pre_norm)
+        self.feed_forward_residual = Residual(cfg.d_model, cfg.dropout, pre_norm)
 
     def forward(
         self,

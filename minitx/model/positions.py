@@ -20,9 +20,6 @@ import math
 import torch
 from torch import nn
 
-ABSOLUTE = ("sinusoidal", "learned")
-RELATIVE = ("rope", "relative", "alibi")
-
 
 class SinusoidalPositions(nn.Module):
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(…); any length, no parameters."""

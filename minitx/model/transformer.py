@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from minitx.config import ModelConfig
+from minitx.config import Config, ModelConfig
+from minitx.data.tokenizer import Codecs
 from minitx.model.attention import KVCache
 from minitx.model.dropout import Dropout
 from minitx.model.layers import DecoderLayer, EncoderLayer
@@ -48,25 +49,6 @@ def embedding(cfg: ModelConfig, vocab_size: int, pad_id: int) -> Embedding:
     return Embedding(vocab_size, cfg.d_model, pad_id, cfg.dropout, cfg.positions, cfg.max_positions)
 
 
-def layer_sizes(cfg: ModelConfig) -> dict:
-    """The plain arguments every encoder and decoder layer takes."""
-    return {
-        "d_model": cfg.d_model,
-        "n_heads": cfg.n_heads,
-        "d_ff": cfg.d_ff,
-        "dropout": cfg.dropout,
-        "attention_dropout": cfg.attention_dropout,
-        "activation_dropout": cfg.activation_dropout,
-        "activation": cfg.activation,
-        "pre_norm": cfg.norm == "pre",
-        "attention": {
-            "score": cfg.attention,
-            "positions": cfg.positions,
-            "n_kv_heads": cfg.n_kv_heads,
-        },
-    }
-
-
 def final_norm(cfg: ModelConfig) -> nn.Module:
     # Pre-norm leaves the residual stream unnormalised; one final norm fixes its scale.
     return nn.LayerNorm(cfg.d_model) if cfg.norm == "pre" else nn.Identity()
@@ -76,10 +58,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig, embedding: Embedding):
         super().__init__()
         self.embedding = embedding
-        self.layers = nn.ModuleList(
-            EncoderLayer(**layer_sizes(cfg), window=cfg.window, dilation=cfg.dilation)
-            for _ in range(cfg.n_encoder_layers)
-        )
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
         self.final_norm = final_norm(cfg)
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
@@ -93,9 +72,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig, embedding: Embedding, vocab_size: int):
         super().__init__()
         self.embedding = embedding
-        self.layers = nn.ModuleList(
-            DecoderLayer(**layer_sizes(cfg)) for _ in range(cfg.n_decoder_layers)
-        )
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
         self.final_norm = final_norm(cfg)
         self.output = nn.Linear(cfg.d_model, vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -224,3 +201,12 @@ def build_model(
 
 def build_classifier(cfg: ModelConfig, vocab_size: int, pad_id: int, n_classes: int) -> Classifier:
     return Classifier(cfg, vocab_size, pad_id, n_classes)
+
+
+def build_run_model(cfg: Config, codecs: Codecs, labels: list[str] | None) -> Seq2Seq | Classifier:
+    """The model a run's task needs, sized by its vocabulary (and label set)."""
+    if cfg.task == "classification":
+        return build_classifier(cfg.model, codecs.src.vocab_size, codecs.src.pad_id, len(labels))
+    return build_model(
+        cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, codecs.tgt.pad_id, codecs.joint
+    )

@@ -81,24 +81,16 @@ def check_free_space(checkpoints_dir: Path, n_params: int) -> None:
         )
 
 
-def keep_snapshot(last_dir: Path, step: int, keep_last: int) -> None:
-    """Keep `last` as checkpoints/step_N too (hard links, no copy) and drop all but `keep_last` of them.
-
-    `last` itself is never deleted, so the checkpoint a run resumes from survives.
-    """
-    if keep_last <= 1:
+def link_checkpoint(source: Path, target: Path) -> None:
+    """Keep the checkpoint `source` also at `target`: hard links (no copy), swapped in whole."""
+    if target.exists():
         return
-    target = last_dir.with_name(f"step_{step:08d}")
-    if not target.exists():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for file in last_dir.iterdir():
-            os.link(file, tmp / file.name)
-        os.replace(tmp, target)
-    snapshots = sorted(p for p in last_dir.parent.glob("step_*") if p.name[5:].isdigit())
-    for old in snapshots[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for file in source.iterdir():
+        os.link(file, tmp / file.name)
+    os.replace(tmp, target)
 
 
 def recover_checkpoints(checkpoints_dir: Path) -> None:

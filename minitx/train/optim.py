@@ -7,10 +7,10 @@ import math
 import torch
 from torch import nn
 
+from minitx.config import TrainConfig
 
-def build_optimizer(
-    model: nn.Module, lr: float, betas: list[float], weight_decay: float, fused: bool = False
-) -> torch.optim.AdamW:
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only: decaying biases and norm gains does not regularise.
 
     `fused` (for CUDA) updates all parameters in one kernel instead of a few per tensor."""
@@ -19,10 +19,10 @@ def build_optimizer(
         if param.requires_grad:
             (decay if param.dim() >= 2 else no_decay).append(param)
     groups = [
-        {"params": decay, "weight_decay": weight_decay},
+        {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
 
 
 def lr_factor(
@@ -41,14 +41,11 @@ def lr_factor(
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    schedule: str,
-    warmup_steps: int,
-    max_steps: int,
-    lr: float,
-    min_lr: float,
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    min_ratio = min_lr / lr if lr else 0.0
+    """Peak `cfg.lr` × lr_factor at each step (train.schedule, warmup_steps, max_steps, min_lr)."""
+    min_ratio = cfg.min_lr / cfg.lr if cfg.lr else 0.0
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, schedule, warmup_steps, max_steps, min_ratio)
+        optimizer,
+        lambda step: lr_factor(step, cfg.schedule, cfg.warmup_steps, cfg.max_steps, min_ratio),
     )
