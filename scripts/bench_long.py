@@ -28,22 +28,27 @@ def measure(mode: str, length: int, window: int, repeats: int) -> dict:
     """One (mode, length) point, in this process."""
     import torch
 
+    from minitx.config import ModelConfig
     from minitx.model.attention import recording_attention
     from minitx.model.layers import EncoderLayer
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
     layer = EncoderLayer(
-        d_model=256,
-        n_heads=4,
-        d_ff=1024,
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        activation="relu",
-        pre_norm=True,
-        attention={"score": "scaled_dot", "positions": "sinusoidal", "n_kv_heads": None},
-        window=window if mode == "window" else None,
+        ModelConfig(
+            d_model=256,
+            n_heads=4,
+            d_ff=1024,
+            dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            activation="relu",
+            norm="pre",
+            attention="scaled_dot",
+            positions="sinusoidal",
+            n_kv_heads=None,
+            window=window if mode == "window" else None,
+        )
     )
     x = torch.randn(1, length, 256, requires_grad=True)
     mask = torch.ones(1, 1, 1, length, dtype=torch.bool)

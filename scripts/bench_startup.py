@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from minitx.run_dir import RunDir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,7 +45,7 @@ def seconds_to_step(run_dir: Path, data: str, step: int) -> float:
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
-    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in RunDir(run_dir).metrics_file.read_text().splitlines()]
     logged = next(e for e in events if e["event"] == "train" and e["step"] == step)
     return logged["time"] - launched
 

@@ -17,8 +17,10 @@ import json
 import resource
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import datasets
 import torch
 from torch import nn
 
@@ -27,10 +29,11 @@ from minitx.config import load_config
 from minitx.data.batching import encode_pairs, padding_fraction
 from minitx.data.run_data import load_split
 from minitx.data.tokenizer import build_codecs
+from minitx.distributed import Ranks
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
-from minitx.train.loop import train_step
-from minitx.train.optim import build_optimizer
+from minitx.runtime import Compute
+from minitx.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,10 +98,16 @@ class ReferenceTransformer(nn.Module):
         return self.output(hidden)
 
 
-def one_step(model, optimizer, batch, cfg, device: torch.device) -> None:
+def make_trainer(model, cfg, compute: Compute, compile_model: bool = False) -> Trainer:
+    """minitx's Trainer (AdamW, fused on CUDA) for `model` in one process; `compile_model` runs
+    the step through torch.compile (falling back to eager where it cannot compile)."""
+    train_cfg = replace(cfg.train, compile=compile_model)
+    return Trainer(model, train_cfg, compute, Ranks(device=compute.device))
+
+
+def one_step(trainer: Trainer, batch) -> None:
     """minitx's training step on one batch (the loss divided by its target tokens)."""
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
-    train_step(model, optimizer, [batch], batch.n_targets, cfg, device, scaler)
+    trainer.step([batch], batch.n_targets)
 
 
 def synchronize(device: torch.device) -> None:
@@ -106,16 +115,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(model, batches, cfg, warmup: int, device: torch.device) -> tuple[float, float]:
+def time_steps(trainer: Trainer, batches, cfg, warmup: int) -> tuple[float, float]:
     """Median target tokens/s and model FLOP/s of training steps after `warmup` untimed ones."""
-    optimizer = build_optimizer(
-        model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay, fused=device.type == "cuda"
-    )
+    device = trainer.compute.device
     tokens_per_s, flops_per_s = [], []
     for i, batch in enumerate(batches):
         synchronize(device)
         start = time.perf_counter()
-        one_step(model, optimizer, batch, cfg, device)
+        one_step(trainer, batch)
         synchronize(device)
         seconds = time.perf_counter() - start
         if i >= warmup:
@@ -138,14 +145,13 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device) -> float:
     return 2 * n * (n // 2) * n / statistics.median(times[2:]) / 1e9
 
 
-def profile_steps(model, batches, cfg, device: torch.device) -> None:
+def profile_steps(trainer: Trainer, batches) -> None:
     """Where a training step spends its time: the top ops by self CPU time over `batches`."""
     from torch.profiler import ProfilerActivity, profile
 
-    optimizer = build_optimizer(model, cfg.train.lr, cfg.train.betas, cfg.train.weight_decay)
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         for batch in batches:
-            one_step(model, optimizer, batch, cfg, device)
+            one_step(trainer, batch)
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
 
 
@@ -169,6 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.warmup = 8, 2
+    datasets.disable_progress_bars()  # as the CLI does: only the results are printed
 
     if not args.default_malloc:
         runtime.keep_freed_memory()
@@ -179,26 +186,25 @@ def main() -> None:
         [f"data.path={args.data}", f"run.dtype={args.dtype}"],
     )
     train = load_split(cfg, "train")
-    t = cfg.tokenizer
-    codecs = build_codecs(
-        train["src"], train["tgt"], t.type, t.vocab_size, t.joint, t.min_frequency, None
-    )
+    codecs = build_codecs(train["src"], train["tgt"], cfg.tokenizer, cfg.tokenizer.joint)
     pairs = encode_pairs(train, codecs.src, codecs.tgt, cfg.data.max_len)
-    groups = pairs.batch_groups(cfg.train.batch_tokens, seed=1)
-    needed = args.warmup + args.steps
-    batches = [pairs.batch(g.tolist(), codecs.tgt) for g in groups[:needed]]
+    epoch = pairs.batches(cfg.train.batch_tokens, seed=1, codec=codecs.tgt)
+    # as `minitx train` logs it: the share of the epoch's source positions that are padding
+    padding = padding_fraction(epoch, codecs.tgt.pad_id)
+    batches = epoch[: args.warmup + args.steps]
+    del epoch
 
     vocab = codecs.tgt.vocab_size
     torch.manual_seed(0)
     ours = build_model(cfg.model, vocab, vocab, 0, codecs.joint)
     torch.manual_seed(0)
     reference = ReferenceTransformer(cfg.model, vocab)
-    ours.to(device)
-    reference.to(device)
+    compute = Compute(device, cfg.run.dtype)
     # torch.compile shares the weights; the warm-up steps absorb the compilation
-    step_model = torch.compile(ours) if args.compile else ours
-    tokens_per_s, flops_per_s = time_steps(step_model, batches, cfg, args.warmup, device)
-    reference_tokens_per_s, _ = time_steps(reference, batches, cfg, args.warmup, device)
+    trainer = make_trainer(ours, cfg, compute, compile_model=args.compile)
+    reference_trainer = make_trainer(reference, cfg, compute)
+    tokens_per_s, flops_per_s = time_steps(trainer, batches, cfg, args.warmup)
+    reference_tokens_per_s, _ = time_steps(reference_trainer, batches, cfg, args.warmup)
 
     summary = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -209,9 +215,7 @@ def main() -> None:
         "model_gflops_per_s": round(flops_per_s / 1e9, 1),
         "matmul_gflops_per_s": round(matmul_gflops(torch.float32, device), 1),
         "bf16_matmul_gflops_per_s": round(matmul_gflops(torch.bfloat16, device), 1),
-        "padding_fraction": round(
-            padding_fraction(groups, pairs.src_lengths, pairs.tgt_lengths), 4
-        ),
+        "padding_fraction": round(padding, 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": torch.get_num_threads(),
         "steps": args.steps,
@@ -223,7 +227,7 @@ def main() -> None:
         summary["gpu_bf16_peak_tflops"] = peak
         summary["mfu"] = round(flops_per_s / (peak * 1e12), 4) if peak else None
     if args.profile:
-        profile_steps(step_model, batches[-5:], cfg, device)
+        profile_steps(trainer, batches[-5:])
     print(f"{'model':<24} {'tgt tok/s':>10}")
     print(f"{'minitx':<24} {tokens_per_s:>10.0f}")
     print(f"{'torch.nn.Transformer':<24} {reference_tokens_per_s:>10.0f}")

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from minitx.run_dir import RunDir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
@@ -86,7 +88,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - started
         minitx("eval", str(run_dir), "--split", "test", "--quiet")
-        report = json.loads((run_dir / "eval" / "test.json").read_text())
+        report = json.loads(RunDir(run_dir).eval_file("test", ".json").read_text())
         rows.append(
             {
                 "variant": name,

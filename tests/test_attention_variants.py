@@ -9,7 +9,7 @@ import torch
 from minitx.config import DecodeConfig, ModelConfig
 from minitx.data.tokenizer import SpecialIds
 from minitx.decode import greedy
-from minitx.model.attention import AttentionSpec, MultiHeadAttention
+from minitx.model.attention import AttentionSpec, MultiHeadAttention, recording_attention
 from minitx.model.positions import RelativeBias
 from minitx.model.transformer import build_model
 
@@ -17,7 +17,42 @@ POSITIONS = ["sinusoidal", "learned", "rope", "relative", "alibi", "none"]
 SCORES = ["scaled_dot", "dot", "cosine"]
 
 
-def _reference(attention: MultiHeadAttention, x, mask, causal) -> torch.Tensor:
+def _rotate(t: torch.Tensor) -> torch.Tensor:
+    """RoFormer (Su et al., 2021, eq. 34) in float64: features (2i, 2i+1) of the vector at position
+    m turned by the angle m·θ_i, θ_i = 10000^(−2i/d), for positions m = 0…T−1."""
+    length, d_head = t.shape[-2], t.shape[-1]
+    out = torch.empty_like(t)
+    for m in range(length):
+        for i in range(d_head // 2):
+            angle = m * 10000.0 ** (-2 * i / d_head)
+            c, s = math.cos(angle), math.sin(angle)
+            even, odd = t[..., m, 2 * i], t[..., m, 2 * i + 1]
+            out[..., m, 2 * i] = even * c - odd * s
+            out[..., m, 2 * i + 1] = even * s + odd * c
+    return out
+
+
+def _position_bias(attention: MultiHeadAttention, positions: str, length: int) -> torch.Tensor:
+    """(H, T, T) float64 bias of query i against key j. ALiBi by its formula, −2^(−8h/H)·|j − i|
+    for heads h = 1…H; T5's bias from the module's learned table, looked up by bucket (bucketing
+    is tested on its own below)."""
+    n_heads = attention.n_heads
+    distance = torch.arange(length)[None, :] - torch.arange(length)[:, None]  # key − query
+    if positions == "alibi":
+        slopes = torch.tensor([2.0 ** (-8 * h / n_heads) for h in range(1, n_heads + 1)])
+        return -slopes.double()[:, None, None] * distance.abs().double()
+    table = attention.bias.bias.weight.double()  # (buckets, H)
+    bias = torch.empty(n_heads, length, length, dtype=torch.float64)
+    buckets = attention.bias._bucket(distance)
+    for i in range(length):
+        for j in range(length):
+            bias[:, i, j] = table[int(buckets[i, j])]
+    return bias
+
+
+def _reference(
+    attention: MultiHeadAttention, x, mask, causal, positions: str = "none"
+) -> torch.Tensor:
     """The textbook formula in float64, from the module's weights: no code shared with it."""
     x = x.double()
     n_heads, n_kv, d_head = attention.n_heads, attention.n_kv_heads, attention.d_head
@@ -28,6 +63,8 @@ def _reference(attention: MultiHeadAttention, x, mask, causal) -> torch.Tensor:
     q = q.view(batch, length, n_heads, d_head).transpose(1, 2)
     k = k.view(batch, length, n_kv, d_head).transpose(1, 2).repeat_interleave(n_heads // n_kv, 1)
     v = v.view(batch, length, n_kv, d_head).transpose(1, 2).repeat_interleave(n_heads // n_kv, 1)
+    if positions == "rope":
+        q, k = _rotate(q), _rotate(k)
     if attention.score == "scaled_dot":
         scores = q @ k.transpose(-2, -1) / math.sqrt(d_head)
     elif attention.score == "dot":
@@ -39,6 +76,8 @@ def _reference(attention: MultiHeadAttention, x, mask, causal) -> torch.Tensor:
             * (q / q.norm(dim=-1, keepdim=True))
             @ (k / k.norm(dim=-1, keepdim=True)).transpose(-2, -1)
         )
+    if positions in ("relative", "alibi"):
+        scores = scores + _position_bias(attention, positions, length)
     allowed = mask.expand(batch, n_heads, length, length).clone()
     if causal:
         allowed &= torch.ones(length, length, dtype=torch.bool).tril()
@@ -62,6 +101,92 @@ def test_each_score_matches_a_float64_reference(score, causal, n_kv_heads):
     real = mask[:, 0, 0, :, None].expand_as(mine)  # padded queries' outputs are unused
     error = (mine - reference)[real].norm() / reference[real].norm()
     assert error < 1e-5
+
+
+def _padded_input(length=7):
+    x = torch.randn(3, length, 32)
+    mask = torch.ones(3, 1, 1, length, dtype=torch.bool)
+    mask[1, ..., 5:] = False
+    mask[2, ..., 2:] = False
+    return x, mask
+
+
+# (positions, relative_bidirectional): T5's encoder buckets both directions, its decoder only the past
+IN_ATTENTION = [("rope", True), ("relative", True), ("relative", False), ("alibi", True)]
+
+
+@pytest.mark.parametrize(("positions", "bidirectional"), IN_ATTENTION)
+@pytest.mark.parametrize("score", SCORES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n_kv_heads", [4, 1])
+def test_positions_inside_attention_match_a_float64_reference(
+    positions, bidirectional, score, causal, n_kv_heads
+):
+    spec = AttentionSpec(
+        32,
+        4,
+        n_kv_heads=n_kv_heads,
+        score=score,
+        positions=positions,
+        relative_bidirectional=bidirectional,
+    )
+    attention = MultiHeadAttention(spec).eval()
+    x, mask = _padded_input()
+    with torch.no_grad():
+        mine = attention(x, x, mask=mask, causal=causal).double()
+        reference = _reference(attention, x, mask, causal, positions)
+        without = _reference(attention, x, mask, causal)  # the same, positions left out
+    real = mask[:, 0, 0, :, None].expand_as(mine)  # padded queries' outputs are unused
+    error = (mine - reference)[real].norm() / reference[real].norm()
+    assert error < 1e-5
+    # the positions matter: leaving them out of the reference is far from the module's output
+    assert (mine - without)[real].norm() / without[real].norm() > 1e-3
+
+
+@pytest.mark.parametrize(("positions", "bidirectional"), IN_ATTENTION)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_kernel_with_merged_bias_equals_the_explicit_formula(
+    positions, bidirectional, causal, padded, monkeypatch
+):
+    """Without weights to record, attention runs torch's fused kernel, the position bias merged
+    into its mask; recording forces the explicit formula. Both must give the same output."""
+    spec = AttentionSpec(
+        32, 4, n_kv_heads=2, positions=positions, relative_bidirectional=bidirectional
+    )
+    attention = MultiHeadAttention(spec).eval()
+    x, mask = _padded_input()
+    mask = mask if padded else None
+    fused_calls = []
+    kernel = torch.nn.functional.scaled_dot_product_attention
+
+    def counting_kernel(*args, **kwargs):
+        fused_calls.append(kwargs.get("attn_mask"))
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting_kernel)
+    with torch.no_grad():
+        fused = attention(x, x, mask=mask, causal=causal)
+        assert len(fused_calls) == 1
+        with recording_attention(attention):
+            explicit = attention(x, x, mask=mask, causal=causal)
+            weights = attention.weights
+    assert len(fused_calls) == 1  # the recorded pass did not use the kernel
+    assert weights is not None and weights.shape == (3, 4, 7, 7)
+    if causal:
+        assert (weights[..., torch.ones(7, 7, dtype=torch.bool).triu(1)] == 0).all()
+    if padded:
+        assert (weights[1, ..., 5:] == 0).all() and (weights[2, ..., 2:] == 0).all()
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-6)
+    reference = _reference(
+        attention,
+        x,
+        torch.ones(3, 1, 1, 7, dtype=torch.bool) if mask is None else mask,
+        causal,
+        positions,
+    )
+    rows = slice(None) if mask is None else mask[:, 0, 0, :, None].expand_as(fused)
+    torch.testing.assert_close(fused.double()[rows], reference[rows], rtol=1e-5, atol=1e-6)
 
 
 def _model(positions="sinusoidal", **options) -> torch.nn.Module:

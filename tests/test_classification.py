@@ -2,6 +2,7 @@
 eval reports with a confusion matrix, `minitx predict`, and label names that survive the run dir."""
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -212,22 +213,41 @@ def test_a_tiny_classifier_learns_a_separable_task(trained_run):
     assert saved["train"]["early_stopping_metric"] == "accuracy"
 
 
-def test_eval_report_has_every_score_and_a_matrix_that_sums_to_the_examples(trained_run):
-    report = evaluate_split(load_run(trained_run), "test")
-    written = json.loads((trained_run / "eval" / "test.json").read_text())
-    assert written == report
+def test_eval_report_agrees_with_scores_recomputed_from_its_predictions(trained_run):
+    run = load_run(trained_run)
+    report = evaluate_split(run, "test")
     assert report["examples"] == 30 and report["data_split"] == "test"
-    matrix = report["confusion_matrix"]["matrix"]
-    assert report["confusion_matrix"]["labels"] == ["neg", "pos"]
-    assert sum(map(sum, matrix)) == 30
-    assert report["accuracy"] == pytest.approx(100 * (matrix[0][0] + matrix[1][1]) / 30, abs=0.01)
-    assert set(report["per_class"]) == {"neg", "pos"}
-    assert sum(c["support"] for c in report["per_class"].values()) == 30
-    assert report["loss"] > 0 and 0 <= report["macro_f1"] <= 100
+    # Recompute every score from the gold labels and the predictions the run wrote.
+    gold = [label for label, _ in _sentences(30, seed=3)]
+    predictions = (trained_run / "eval" / "test.pred").read_text().splitlines()
+    predicted = [line.split("\t")[0] for line in predictions]
+    names = ["neg", "pos"]
+    matrix = [
+        [sum(g == t and p == q for g, p in zip(gold, predicted, strict=True)) for q in names]
+        for t in names
+    ]
+    assert report["confusion_matrix"] == {"labels": names, "matrix": matrix}
+    assert report["accuracy"] == round(
+        100 * sum(g == p for g, p in zip(gold, predicted, strict=True)) / 30, 2
+    )
+    f1 = []
+    for k, name in enumerate(names):
+        precision = matrix[k][k] / max(sum(row[k] for row in matrix), 1)
+        recall = matrix[k][k] / max(sum(matrix[k]), 1)
+        f1.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+        assert report["per_class"][name]["support"] == sum(matrix[k])
+    assert report["macro_f1"] == pytest.approx(100 * sum(f1) / 2, abs=0.01)
+    # The loss is the mean negative log-probability of the gold labels, here computed from the
+    # probabilities `classify_texts` gives (the model's forward pass, not the scoring code).
+    texts = [text for _, text in _sentences(30, seed=3)]
+    probabilities = classify_texts(run, texts)
+    expected_loss = -sum(math.log(p[g]) for p, g in zip(probabilities, gold, strict=True)) / 30
+    assert report["loss"] == pytest.approx(expected_loss, abs=2e-4)
+    assert [line.split("\t")[1] for line in predictions] == [
+        f"{max(p.values()):.4f}" for p in probabilities
+    ]
     png = (trained_run / "eval" / "test.confusion.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
-    predictions = (trained_run / "eval" / "test.pred").read_text().splitlines()
-    assert len(predictions) == 30 and all(p.split("\t")[0] in ("neg", "pos") for p in predictions)
 
 
 def test_label_names_survive_save_and_load(trained_run):
@@ -240,22 +260,27 @@ def test_label_names_survive_save_and_load(trained_run):
 
 
 def test_predict_cli_tsv_and_json(trained_run, tmp_path):
-    result = minitx("predict", trained_run, "a wonderful story", "", "a dull plot")
+    texts = ["a wonderful story", "a dull plot", "the film was awful"]
+    expected = classify_texts(load_run(trained_run), texts)  # the same model, in-process
+    best = [max(p, key=p.get) for p in expected]
+    assert best == ["pos", "neg", "neg"]
+    result = minitx("predict", trained_run, texts[0], "", texts[1])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.split("\n")[:-1]
-    assert len(lines) == 3 and lines[1] == ""
-    label, probability = lines[0].split("\t")
-    assert label == "pos" and 0.5 < float(probability) <= 1.0
-    assert lines[2].split("\t")[0] == "neg"
+    assert lines == [
+        f"pos\t{expected[0]['pos']:.4f}",
+        "",
+        f"neg\t{expected[1]['neg']:.4f}",
+    ]
 
-    result = minitx(
-        "predict", trained_run, "--json", stdin="a wonderful story\nthe film was awful\n"
-    )
+    result = minitx("predict", trained_run, "--json", stdin=f"{texts[0]}\n{texts[2]}\n")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["label"] for r in records] == ["pos", "neg"]
-    assert records[0]["text"] == "a wonderful story"
-    assert records[0]["probability"] == max(records[0]["probabilities"].values())
+    for record, text, probabilities in zip(records, texts[::2], expected[::2], strict=True):
+        label = max(probabilities, key=probabilities.get)
+        assert record["text"] == text and record["label"] == label
+        assert record["probability"] == round(probabilities[label], 4)
+        assert record["probabilities"] == {k: round(v, 4) for k, v in probabilities.items()}
 
 
 def test_translate_and_predict_refuse_the_other_task(trained_run):

@@ -1,9 +1,11 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
-from minitx.config import DecodeConfig
+from minitx.config import DecodeConfig, ModelConfig
 from minitx.data.tokenizer import SpecialIds
 from minitx.decode import beam_search, greedy, max_lengths
+from minitx.model.attention import KVCache
 from minitx.model.transformer import build_model
 
 PAD, BOS, EOS = 0, 2, 3
@@ -151,3 +153,81 @@ def test_a_hypothesis_that_finishes_early_does_not_take_a_beam_slot():
     # [EOS] finishes first (log 0.4); "a c" (log 0.35·0.9·0.99, length 3) is better per token.
     assert beam_search(model, src, IDS, _beam(2), use_cache=False) == [[model.A, model.C]]
     assert greedy(model, src, IDS, GREEDY, use_cache=False) == [[]]
+
+
+def _positions_model(positions: str, n_kv_heads: int | None):
+    cfg = ModelConfig(
+        d_model=32,
+        n_heads=4,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=64,
+        dropout=0.0,
+        positions=positions,
+        n_kv_heads=n_kv_heads,
+    )
+    return _model(cfg)
+
+
+@pytest.mark.parametrize(
+    ("positions", "n_kv_heads"), [("rope", 1), ("rope", 2), ("relative", 2), ("alibi", 1)]
+)
+def test_cached_beam_search_with_grouped_heads_and_positions_in_attention(
+    positions, n_kv_heads, monkeypatch
+):
+    """The self-attention cache holds rotated keys of n_kv_heads heads; beam search reorders it as
+    hypotheses are dropped and duplicated. The result must equal recomputing every prefix."""
+    model, src = _positions_model(positions, n_kv_heads), _sources()
+    reorders, logits = [], {True: [], False: []}
+    reorder, decode = KVCache.reorder, model.decode
+
+    def recording_reorder(self, index):
+        reorders.append(index.clone())
+        assert self.k.shape[1] == n_kv_heads
+        reorder(self, index)
+
+    def recording_decode(*args, **kwargs):
+        out = decode(*args, **kwargs)
+        logits[len(args) > 3 or "cache" in kwargs].append(out[:, -1])  # next-token logits
+        return out
+
+    monkeypatch.setattr(KVCache, "reorder", recording_reorder)
+    model.decode = recording_decode
+    cfg = _beam(3, max_len_ratio=1.0, max_len_offset=2)  # up to 9 steps
+    cached = beam_search(model, src, IDS, cfg)
+    assert cached == beam_search(model, src, IDS, cfg, use_cache=False)
+    # the same hypotheses were scored alike at every step, not just the same winners
+    assert len(logits[True]) == len(logits[False]) > 2
+    for with_cache, without in zip(logits[True], logits[False], strict=True):
+        torch.testing.assert_close(with_cache, without, rtol=1e-4, atol=1e-4)
+    # the cache really was reshuffled: some step kept a beam twice or moved one
+    identity = torch.arange(5 * 3)
+    assert any(not torch.equal(index, identity) for index in reorders)
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2])
+def test_reordered_cache_continues_like_the_reordered_prefixes(n_kv_heads):
+    """Decode 4 steps with the cache, keep rows [2, 0, 0] (row 0 twice, as beam search does), then
+    decode 2 more steps with different tokens per row: the logits must equal a full forward pass
+    over the reordered prefixes."""
+    model, src = _positions_model("rope", n_kv_heads), _sources()[:3]
+    prefix = torch.randint(4, 30, (3, 4))
+    with torch.no_grad():
+        memory, src_mask = model.encode(src)
+        cache = model.new_cache()
+        for t in range(4):
+            model.decode(prefix[:, t : t + 1], memory, src_mask, cache, offset=t)
+        index = torch.tensor([2, 0, 0])
+        for self_cache, cross_cache in cache:
+            self_cache.reorder(index)
+            cross_cache.reorder(index)  # rows come from different sources here
+        memory, src_mask = memory[index], src_mask[index]
+        tokens = torch.cat([prefix[index], torch.tensor([[7, 8], [9, 10], [11, 12]])], dim=1)
+        steps = [
+            model.decode(tokens[:, t : t + 1], memory, src_mask, cache, offset=t) for t in (4, 5)
+        ]
+        full = model.decode(tokens, memory, src_mask)
+    assert cache[0][0].k.shape == (3, n_kv_heads, 6, 8)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 4:], rtol=1e-5, atol=1e-5)
+    # rows 1 and 2 share a prefix but went on differently: the copies are independent
+    assert not torch.allclose(steps[0][1], steps[0][2])

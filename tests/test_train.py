@@ -213,3 +213,57 @@ def test_auto_dtype_is_resolved_announced_and_saved(parallel_dir, tmp_path, monk
         _train(config_from_dict(raw), run_dir)
         assert RunDir(run_dir).config().run.dtype == expected
         assert f"({expected} chosen by run.dtype auto)" in capsys.readouterr().err
+
+
+def _copy_task(directory, seed: int = 0):
+    """Sequences of 3-6 of twelve lower-case symbols, to be written in upper case in the same
+    order: solvable only by reading the source (cross-attention), in order (positions), one token
+    after another without seeing the answer (the causal mask)."""
+    import random
+
+    from conftest import write_parallel
+
+    rng, seen, pairs = random.Random(seed), set(), []
+    while len(pairs) < 2300:
+        symbols = [rng.choice("abcdefghijkl") for _ in range(rng.randint(3, 6))]
+        if " ".join(symbols) not in seen:
+            seen.add(" ".join(symbols))
+            pairs.append((" ".join(symbols), " ".join(s.upper() for s in symbols)))
+    write_parallel(directory, "train", pairs[:2000])
+    write_parallel(directory, "val", pairs[2000:2200])
+    write_parallel(directory, "test", pairs[2200:])
+
+
+def copy_task_exact_match(tmp_path) -> float:
+    """Train a small model on the copy task through minitx's own loop; greedy exact match (%) on
+    200 unseen sequences."""
+    _copy_task(tmp_path / "copy")
+    raw = yaml.safe_load(tiny_config_yaml(str(tmp_path / "copy")))
+    raw["tokenizer"] = {"vocab_size": 40, "min_frequency": 1}
+    raw["model"] = {
+        "d_model": 64,
+        "n_heads": 4,
+        "n_encoder_layers": 2,
+        "n_decoder_layers": 2,
+        "d_ff": 128,
+        "dropout": 0.0,
+    }
+    raw["train"] = {
+        "batch_tokens": 1024,
+        "lr": 5e-3,
+        "warmup_steps": 30,
+        "max_steps": 450,
+        "eval_every": 450,
+        "log_every": 50,
+        "label_smoothing": 0.0,
+    }
+    raw["decode"] = {"beam_size": 1}
+    return _train(config_from_dict(raw), tmp_path / "run")["exact_match"]
+
+
+@pytest.mark.slow
+def test_a_model_learns_a_task_that_needs_the_source_its_order_and_the_causal_mask(tmp_path):
+    """The end-to-end quality bar. Measured when it was written (Zen 5, 2 threads, ~25 s): 97.5%
+    exact match; with model.positions none 4.0%. A decoder that ignores the source can do no
+    better than guessing a sequence of 3-6 of 12 symbols."""
+    assert copy_task_exact_match(tmp_path) >= 90.0

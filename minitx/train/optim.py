@@ -11,13 +11,19 @@ from minitx.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: decaying biases and norm gains does not regularise.
+    """AdamW with weight decay on the weight matrices of linear layers and embeddings only:
+    decaying biases, norm gains or the per-head scale of cosine attention does not regularise.
 
     `fused` (for CUDA) updates all parameters in one kernel instead of a few per tensor."""
+    matrices = {
+        id(module.weight)
+        for module in model.modules()
+        if isinstance(module, (nn.Linear, nn.Embedding))
+    }
     decay, no_decay = [], []
-    for param in model.parameters():
+    for param in model.parameters():  # tied weights are listed once
         if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
+            (decay if id(param) in matrices else no_decay).append(param)
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
