@@ -188,7 +188,7 @@ def evaluate(
     if beam is not None and trained.config.task != "translation":
         raise UserError(f"--beam is for translation runs, and {run} is a {trained.config.task} run")
     report = evaluate_split(trained, split, beam)
-    written = run.eval_file(split, ".json")
+    written = run.eval_files(split).report
     if as_json:
         typer.echo(json.dumps({**report, "written": str(written)}, ensure_ascii=False))
         return
@@ -371,7 +371,7 @@ def plot(run_dir: Path = RUN_DIR, quiet: bool = QUIET) -> None:
     run = RunDir(run_dir)
     events = read_metrics(run)
     run.plots_dir.mkdir(exist_ok=True)
-    path = run.plots_dir / "curves.png"
+    path = run.curves_file
     panels = plot_curves(events, path, run.name)
     typer.echo(f"wrote {path} ({', '.join(panels)})")
 

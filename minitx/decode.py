@@ -36,7 +36,7 @@ def _next_log_probs(
     """Log-probabilities (N, V) of the token after `tokens` (N, t)."""
     if cache is not None:
         step = tokens.shape[1] - 1
-        logits = model.decode(tokens[:, -1:], memory, src_mask, cache, offset=step)
+        logits = model.decode(tokens[:, -1:], memory, src_mask, cache=cache, offset=step)
     else:
         logits = model.decode(tokens, memory, src_mask)
     return F.log_softmax(logits[:, -1].float(), dim=-1)

@@ -81,7 +81,7 @@ def evaluate_split(trained: TrainedRun, split: str, beam_size: int | None = None
         report = _evaluate_classification(trained, split)
     else:
         report = _evaluate_translation(trained, split, beam_size)
-    run.eval_file(split, ".json").write_text(
+    run.eval_files(split).report.write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     return report
@@ -95,7 +95,7 @@ def _evaluate_translation(trained: TrainedRun, split: str, beam_size: int | None
     scores, hypotheses = score_pairs(
         trained.model, pairs, codecs, decode, cfg.train.batch_tokens, trained.compute
     )
-    trained.run.eval_file(split, ".hyp").write_text(
+    trained.run.eval_files(split).hypotheses.write_text(
         "".join(h + "\n" for h in hypotheses), encoding="utf-8"
     )
     return {
@@ -124,14 +124,14 @@ def _evaluate_classification(trained: TrainedRun, split: str) -> dict:
         trained.model, texts, codec, labels, cfg.train.batch_tokens, trained.compute
     )
     predictions, probabilities = scores.pop("predictions"), scores.pop("probabilities")
-    trained.run.eval_file(split, ".pred").write_text(
+    trained.run.eval_files(split).predictions.write_text(
         "".join(f"{labels[p]}\t{q:.4f}\n" for p, q in zip(predictions, probabilities, strict=True)),
         encoding="utf-8",
     )
     plot_confusion_matrix(
         scores["confusion_matrix"]["matrix"],
         labels,
-        trained.run.eval_file(split, ".confusion.png"),
+        trained.run.eval_files(split).confusion,
         title=f"{trained.run.name}: {split}, accuracy {scores['accuracy']:.2f}%",
     )
     return {

@@ -26,6 +26,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -49,26 +50,37 @@ FROZEN_KEYS = (
 CHECKPOINT_CHOICES = "best, last or a kept step_N"
 
 
+class EvalFiles(NamedTuple):
+    """What `minitx eval` writes for one split, in RUN_DIR/eval."""
+
+    report: Path  # <split>.json: the scores
+    hypotheses: Path  # <split>.hyp: translations, one per line
+    predictions: Path  # <split>.pred: label and probability, one per line
+    confusion: Path  # <split>.confusion.png: the confusion matrix, drawn
+
+
 class RunDir:
     """Paths inside one run directory, and the operations that keep it consistent."""
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
         self._config: Config | None = None
-        self.config_file = self.root / "config.yaml"
-        self.tokenizer_file = self.root / "tokenizer.json"  # joint vocabulary
-        self.src_tokenizer_file = self.root / "tokenizer.src.json"
-        self.tgt_tokenizer_file = self.root / "tokenizer.tgt.json"
-        self.labels_file = self.root / "labels.json"
-        self.checkpoints_dir = self.root / "checkpoints"
-        self.metrics_file = self.root / "metrics.jsonl"
-        self.train_log = self.root / "train.log"
-        self.tensorboard_dir = self.root / "tensorboard"
-        self.cache_dir = self.root / "cache"
-        self.eval_dir = self.root / "eval"
-        self.plots_dir = self.root / "plots"
-        self.attention_dir = self.root / "attention"
-        self.lock_file = self.root / ".lock"
+        root = self.root
+        # What training writes: the run's description, then what it learns and logs.
+        self.config_file = root / "config.yaml"
+        self.tokenizer_file = root / "tokenizer.json"  # joint vocabulary
+        self.src_tokenizer_file, self.tgt_tokenizer_file = (
+            root / f"tokenizer.{side}.json" for side in ("src", "tgt")
+        )
+        self.labels_file = root / "labels.json"
+        self.checkpoints_dir = root / "checkpoints"
+        self.metrics_file, self.train_log = root / "metrics.jsonl", root / "train.log"
+        self.tensorboard_dir, self.cache_dir = root / "tensorboard", root / "cache"
+        self.lock_file = root / ".lock"
+        # What the other commands write.
+        self.eval_dir, self.attention_dir = root / "eval", root / "attention"
+        self.plots_dir = root / "plots"
+        self.curves_file = self.plots_dir / "curves.png"
 
     def __str__(self) -> str:
         return str(self.root)
@@ -91,9 +103,9 @@ class RunDir:
         found = self.checkpoints_dir.glob("step_*")
         return sorted(path for path in found if path.name[5:].isdigit())
 
-    def eval_file(self, split: str, suffix: str) -> Path:
-        """eval/<split><suffix>, e.g. eval/test.json, eval/test.hyp."""
-        return self.eval_dir / f"{split}{suffix}"
+    def eval_files(self, split: str) -> EvalFiles:
+        suffixes = (".json", ".hyp", ".pred", ".confusion.png")
+        return EvalFiles(*(self.eval_dir / f"{split}{suffix}" for suffix in suffixes))
 
     def has_tokenizer(self) -> bool:
         return self.tokenizer_file.is_file() or self.src_tokenizer_file.is_file()

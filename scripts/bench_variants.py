@@ -88,7 +88,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - started
         minitx("eval", str(run_dir), "--split", "test", "--quiet")
-        report = json.loads(RunDir(run_dir).eval_file("test", ".json").read_text())
+        report = json.loads(RunDir(run_dir).eval_files("test").report.read_text())
         rows.append(
             {
                 "variant": name,

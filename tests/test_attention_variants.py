@@ -216,7 +216,8 @@ def test_cached_decoding_equals_full_recomputation(positions, n_kv_heads):
         full = model.decode(tgt, memory, src_mask)
         cache = model.new_cache()
         steps = [
-            model.decode(tgt[:, t : t + 1], memory, src_mask, cache, offset=t) for t in range(8)
+            model.decode(tgt[:, t : t + 1], memory, src_mask, cache=cache, offset=t)
+            for t in range(8)
         ]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
     self_cache = cache[0][0]

@@ -46,7 +46,8 @@ def test_cached_step_logits_equal_full_forward(tiny_model_config):
     cache = model.new_cache()
     with torch.no_grad():
         steps = [
-            model.decode(tgt[:, t : t + 1], memory, src_mask, cache, offset=t) for t in range(6)
+            model.decode(tgt[:, t : t + 1], memory, src_mask, cache=cache, offset=t)
+            for t in range(6)
         ]
         full = model.decode(tgt, memory, src_mask)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
@@ -216,7 +217,7 @@ def test_reordered_cache_continues_like_the_reordered_prefixes(n_kv_heads):
         memory, src_mask = model.encode(src)
         cache = model.new_cache()
         for t in range(4):
-            model.decode(prefix[:, t : t + 1], memory, src_mask, cache, offset=t)
+            model.decode(prefix[:, t : t + 1], memory, src_mask, cache=cache, offset=t)
         index = torch.tensor([2, 0, 0])
         for self_cache, cross_cache in cache:
             self_cache.reorder(index)
@@ -224,7 +225,8 @@ def test_reordered_cache_continues_like_the_reordered_prefixes(n_kv_heads):
         memory, src_mask = memory[index], src_mask[index]
         tokens = torch.cat([prefix[index], torch.tensor([[7, 8], [9, 10], [11, 12]])], dim=1)
         steps = [
-            model.decode(tokens[:, t : t + 1], memory, src_mask, cache, offset=t) for t in (4, 5)
+            model.decode(tokens[:, t : t + 1], memory, src_mask, cache=cache, offset=t)
+            for t in (4, 5)
         ]
         full = model.decode(tokens, memory, src_mask)
     assert cache[0][0].k.shape == (3, n_kv_heads, 6, 8)

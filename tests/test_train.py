@@ -22,18 +22,80 @@ def _train(cfg, run_dir):
     return train_run(cfg, run_dir)
 
 
+def _events(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def _losses(run_dir):
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return {e["step"]: e["loss"] for e in map(json.loads, lines) if e["event"] == "train"}
 
 
 def test_stops_at_max_steps_and_does_not_step_past_it_on_resume(parallel_dir, tmp_path):
+    from minitx.evaluate import evaluate_split, load_run
+
     cfg = _config(parallel_dir, max_steps=4, eval_every=2, log_every=1)
-    first = _train(cfg, tmp_path / "run")
+    _train(cfg, tmp_path / "run")
     assert sorted(_losses(tmp_path / "run")) == [1, 2, 3, 4]
     again = _train(cfg, tmp_path / "run")
     assert sorted(_losses(tmp_path / "run")) == [1, 2, 3, 4]
-    assert again["bleu"] == first["bleu"]
+    # What the finished run reports is the step-4 weights' greedy validation score, as `minitx
+    # eval` computes it anew from the checkpoint.
+    report = evaluate_split(load_run(tmp_path / "run", "last"), "validation", beam_size=1)
+    assert report["checkpoint_step"] == 4
+    assert {k: again[k] for k in ("bleu", "chrf", "loss")} == {
+        k: report[k] for k in ("bleu", "chrf", "loss")
+    }
+
+
+def test_the_first_log_line_after_a_resume_averages_the_same_steps(parallel_dir, tmp_path):
+    """Log every 3 steps, stop at 5 (mid-window), resume to 7: the step-6 line averages steps
+    4-6 as in an uninterrupted run, not only step 6."""
+    whole = _config(parallel_dir, max_steps=7, eval_every=100, log_every=3)
+    _train(whole, tmp_path / "whole")
+    _train(_config(parallel_dir, max_steps=5, eval_every=100, log_every=3), tmp_path / "parts")
+    _train(whole, tmp_path / "parts")
+    assert sorted(_losses(tmp_path / "whole")) == [3, 6]
+    assert _losses(tmp_path / "parts") == _losses(tmp_path / "whole")
+
+
+def test_max_epochs_stops_at_the_end_of_an_epoch(parallel_dir, tmp_path):
+    from minitx.data.run_data import load_run_data
+    from minitx.run_dir import RunDir
+
+    cfg = _config(parallel_dir, max_steps=1000, max_epochs=2, eval_every=1000, log_every=1)
+    _train(cfg, tmp_path / "run")
+    end = _events(tmp_path / "run")[-1]
+    data = load_run_data(cfg, RunDir(tmp_path / "run"), ("train",))
+    per_epoch = len(data.splits["train"].batch_groups(cfg.train.batch_tokens, cfg.run.seed))
+    assert end["reason"] == "reached train.max_epochs (2)"
+    assert (end["step"], end["epoch"]) == (2 * per_epoch, 2)
+
+
+def test_max_time_stops_after_that_much_training(parallel_dir, tmp_path):
+    cfg = _config(parallel_dir, max_steps=100000, max_time="1s", eval_every=100000)
+    _train(cfg, tmp_path / "run")
+    end = _events(tmp_path / "run")[-1]
+    assert end["reason"] == "reached train.max_time (1 s)"
+    assert 1.0 <= end["elapsed"] < 60 and 1 <= end["step"] < 100000
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_with_the_fix(
+    parallel_dir, tmp_path, monkeypatch, caplog
+):
+    from dataclasses import replace
+
+    from minitx import runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    cfg = _config(parallel_dir, max_steps=1, eval_every=1)
+    _train(replace(cfg, run=replace(cfg.run, dtype="bf16")), tmp_path / "bf16")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "no native bf16" in warnings[0]
+    assert "--set run.dtype=fp32" in warnings[0]
+    caplog.clear()
+    _train(replace(cfg, run=replace(cfg.run, dtype="auto")), tmp_path / "auto")  # picks fp32
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_resume_mid_epoch_continues_like_an_uninterrupted_run(parallel_dir, tmp_path):

@@ -121,14 +121,11 @@ class Seq2Seq(nn.Module):
         return self.encoder(src, src_mask), src_mask
 
     def decode(
-        self,
-        tgt_in: torch.Tensor,
-        memory: torch.Tensor,
-        src_mask: torch.Tensor,
-        cache: list[tuple[KVCache, KVCache]] | None = None,
-        offset: int = 0,
+        self, tgt_in: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor, **step
     ) -> torch.Tensor:
-        return self.decoder(tgt_in, memory, src_mask, cache, offset)
+        """Logits (B, T, V) of the target prefix `tgt_in` against the encoded source; `step` holds
+        the `cache` and `offset` when decoding step by step (see Decoder.forward)."""
+        return self.decoder(tgt_in, memory, src_mask, **step)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (B, T, V)."""

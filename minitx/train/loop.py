@@ -102,11 +102,6 @@ class Training:
         self.last_validated = self.trainer.state.step if self.last_scores else -1
         if main:
             run.save_config(cfg)
-        if ranks.distributed:
-            # Every rank has the same weights and batch order; dropout must differ between ranks,
-            # and a resumed run must draw the same masks again: seed from the rank and the step.
-            seed = hash((cfg.run.seed, ranks.rank, self.trainer.state.step)) % 2**63
-            torch.manual_seed(seed)
         self._announce()
         # The steps since the last log line: this rank's loss (a resumed run's rank 0 starts from
         # the group's saved sum), the group's targets, and when the window (re)started.
@@ -203,6 +198,11 @@ class Training:
         # divided by its targets: N ranks train like one process with N× the batch.
         n_targets = sum(batch.n_targets for batch in group[: share * world])
         mine = group[ranks.rank * share : (ranks.rank + 1) * share]
+        if ranks.distributed:
+            # Every rank has the same weights and batch order; dropout must differ between ranks,
+            # and a resumed run must draw the same masks again (only rank 0's random state is
+            # saved): each rank seeds each step from the run's seed, its rank and the step.
+            torch.manual_seed(hash((self.cfg.run.seed, ranks.rank, state.step)) % 2**63)
         loss_sum, grad_norm = self.trainer.step(mine, n_targets / world)
         if self.trainer.diverged(loss_sum, grad_norm):
             self._stop_on_divergence(loss_sum, grad_norm)
