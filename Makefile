@@ -3,8 +3,9 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
+LOWEST := .venv-lowest
 
-.PHONY: install quickstart test lint multi30k clean
+.PHONY: install quickstart test test-lowest lint multi30k clean
 
 $(BIN)/minitx:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,19 @@ lint: $(BIN)/minitx
 
 test: $(BIN)/minitx lint
 	$(BIN)/pytest
+
+# The lowest versions that pyproject.toml allows (torch stays at $(TORCH)), in a venv of their own
+# made anew each time, then the CLI and bad-input tests: CI proves the declared minimums this way.
+test-lowest:
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python scripts/lowest_versions.py constraints --torch '$(TORCH)' > $(LOWEST)/constraints.txt
+	cat $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/pip install --quiet '$(TORCH)'
+	$(LOWEST)/bin/pip install --quiet -c $(LOWEST)/constraints.txt -e '.[dev]'
+	$(LOWEST)/bin/python scripts/lowest_versions.py check
+	$(LOWEST)/bin/pytest tests/test_cli.py tests/test_bad_input.py
 
 multi30k: $(BIN)/minitx
 	bash scripts/multi30k.sh

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -123,30 +122,14 @@ def train(
         args += [item for override in overrides for item in ("--set", override)]
         args += (["--fresh", "--yes"] if fresh else []) + (["--quiet"] if quiet else [])
         raise typer.Exit(distributed.launch(nproc, args))
-    scores = _train_in_group(cfg, run, fresh, quiet)
-    if scores is not None:
-        typer.echo(json.dumps({"run_dir": str(run), **scores}))
-
-
-def _train_in_group(cfg, run: RunDir, fresh: bool, quiet: bool) -> dict | None:
-    """Train in this process, alone or as one rank of a torchrun group; rank 0 holds the run's
-    lock and prepares it. Returns the scores on rank 0, None on the others."""
     import datasets
 
-    from minitx import distributed
-    from minitx.train.loop import train as train_run
+    from minitx.api import train_group
 
     datasets.disable_progress_bars()  # minitx shows its own progress
-    ranks = distributed.join(cfg.run.device)
-    try:
-        if not ranks.is_main:
-            show_status(quiet, silent=True)  # rank 0 speaks for the group
-        with contextlib.ExitStack() as held:
-            ranks.main_only(lambda: (held.enter_context(run.lock()), run.prepare(cfg, fresh)))
-            scores = train_run(cfg, run, ranks)
-    finally:
-        distributed.leave(ranks)
-    return scores if ranks.is_main else None
+    scores = train_group(cfg, run, fresh, quiet)
+    if scores is not None:
+        typer.echo(json.dumps({"run_dir": str(run), **scores}))
 
 
 @app.command("eval")
@@ -179,20 +162,20 @@ def evaluate(
     """
     import datasets
 
-    from minitx.evaluate import evaluate_split, load_run
+    from minitx.api import load
 
     _start(quiet)
     datasets.disable_progress_bars()
     run = RunDir(run_dir)
-    trained = load_run(run, checkpoint, tuple(overrides))
-    if beam is not None and trained.config.task != "translation":
-        raise UserError(f"--beam is for translation runs, and {run} is a {trained.config.task} run")
-    report = evaluate_split(trained, split, beam)
+    model = load(run_dir, checkpoint, overrides=overrides)
+    if beam is not None and model.task != "translation":
+        raise UserError(f"--beam is for translation runs, and {run} is a {model.task} run")
+    report = model.evaluate(split, beam_size=beam)
     written = run.eval_files(split).report
     if as_json:
         typer.echo(json.dumps({**report, "written": str(written)}, ensure_ascii=False))
         return
-    if trained.config.task == "classification":
+    if model.task == "classification":
         keys, count = ("accuracy", "macro_f1", "loss"), f"{report['examples']} examples"
     else:
         keys, count = (
@@ -226,6 +209,22 @@ def translate(
         None, "--input", "-i", help="Translate each line of this file."
     ),
     beam: int | None = BEAM,
+    n_best: int | None = typer.Option(
+        None, "--n-best", min=1, help="Give the N best hypotheses (N <= beam), or N samples."
+    ),
+    sample: bool = typer.Option(
+        False, "--sample", help="Sample each token (with --temperature, --top-k, --top-p, --seed)."
+    ),
+    temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Sample from the k likeliest tokens."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling: 0 < p <= 1."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the sampling draws."),
+    alignments: bool = typer.Option(
+        False, "--alignments", help="Word alignments, source-target 'i-j' pairs (Moses style)."
+    ),
+    output_format: str = typer.Option(
+        "text", "--format", help="text: one line per hypothesis; jsonl: one object per input."
+    ),
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Sentences decoded together [default: decode.batch_size]."
     ),
@@ -233,8 +232,9 @@ def translate(
     overrides: list[str] = SETS,
     quiet: bool = QUIET,
 ) -> None:
-    """Translate sentences: one output line per input line, printed batch by batch as input
-    arrives.
+    """Translate sentences: one output line per input line (N lines with --n-best N; with
+    --alignments each line is followed by a tab and its alignment), printed batch by batch as
+    input arrives.
 
     Examples:
 
@@ -242,16 +242,65 @@ def translate(
 
       minitx translate runs/multi30k_de_en_raw --input sentences.de --beam 5 > sentences.en
 
+      minitx translate runs/quickstart "seventy two" --n-best 3 --format jsonl
+
+      minitx translate runs/multi30k_de_en_raw --sample --top-p 0.9 --seed 1 < mono.de > back.en
+
       tail -f sentences.de | minitx translate runs/multi30k_de_en_raw
     """
-    from minitx.evaluate import load_run, translate_texts
+    from minitx.api import load
 
     _start(quiet)
-    trained = load_run(RunDir(run_dir), checkpoint, tuple(overrides))
-    size = batch_size or trained.config.decode.batch_size
-    for lines in _input_batches(texts, input_file, size):
-        outputs = _for_non_empty(lines, lambda some: translate_texts(trained, some, beam, size))
-        _print_lines(line or "" for line in outputs)
+    if output_format not in ("text", "jsonl"):
+        raise UserError(f"--format must be text or jsonl, got '{output_format}'")
+    model = load(run_dir, checkpoint, overrides=overrides)
+    options = {
+        "beam_size": beam,
+        "n_best": n_best,
+        "sample": sample or None,
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "seed": seed,
+        "alignments": alignments or None,
+        "batch_size": batch_size,
+    }
+    decode = model.decode_config(**options)  # checked before any input is read
+    for lines in _input_batches(texts, input_file, decode.batch_size):
+        found = _for_non_empty(lines, lambda some: model.translate(some, **options))
+        _print_lines(
+            _translation_lines(line, translation, output_format)
+            for line, translation in zip(lines, found, strict=True)
+        )
+
+
+def _translation_lines(source: str, translation, output_format: str) -> str:
+    """What `translate` prints for one input line (several lines with n-best in text format)."""
+    from minitx.alignments import format_alignments
+
+    hypotheses = translation.hypotheses if translation else []
+    if output_format == "jsonl":
+        record = {"source": source, "hypotheses": [_hypothesis_record(h) for h in hypotheses]}
+        return json.dumps(record, ensure_ascii=False)
+    if not hypotheses:
+        return ""
+    return "\n".join(
+        h.text + ("\t" + format_alignments(h.alignment) if h.alignment is not None else "")
+        for h in hypotheses
+    )
+
+
+def _hypothesis_record(hypothesis) -> dict:
+    from minitx.alignments import format_alignments
+
+    record = {
+        "text": hypothesis.text,
+        "score": round(hypothesis.score, 4),
+        "log_prob": round(hypothesis.log_prob, 4),
+    }
+    if hypothesis.alignment is not None:
+        record["alignment"] = format_alignments(hypothesis.alignment)
+    return record
 
 
 @app.command()
@@ -280,27 +329,32 @@ def predict(
 
       cat reviews.txt | minitx predict runs/sst2
     """
-    from minitx.evaluate import classify_texts, load_run
+    from minitx.api import load
 
     _start(quiet)
-    trained = load_run(RunDir(run_dir), checkpoint, tuple(overrides))
+    model = load(run_dir, checkpoint, overrides=overrides)
+    if model.task != "classification":
+        raise UserError(
+            f"{run_dir} is a {model.task} run; `minitx predict` is for classification runs"
+        )
     for lines in _input_batches(texts, input_file, 256):
-        results = _for_non_empty(lines, lambda some: classify_texts(trained, some))
+        results = _for_non_empty(lines, model.predict)
         _print_lines(
-            _prediction_line(line, probabilities, as_json)
-            for line, probabilities in zip(lines, results, strict=True)
+            _prediction_line(line, prediction, as_json)
+            for line, prediction in zip(lines, results, strict=True)
         )
 
 
-def _prediction_line(text: str, probabilities: dict | None, as_json: bool) -> str:
-    label = max(probabilities, key=probabilities.get) if probabilities else None
+def _prediction_line(text: str, prediction, as_json: bool) -> str:
     if not as_json:
-        return f"{label}\t{probabilities[label]:.4f}" if label else ""
+        return f"{prediction.label}\t{prediction.probability:.4f}" if prediction else ""
     record = {
         "text": text,
-        "label": label,
-        "probability": round(probabilities[label], 4) if label else None,
-        "probabilities": {k: round(v, 4) for k, v in (probabilities or {}).items()},
+        "label": prediction.label if prediction else None,
+        "probability": round(prediction.probability, 4) if prediction else None,
+        "probabilities": {k: round(v, 4) for k, v in prediction.probabilities.items()}
+        if prediction
+        else {},
     }
     return json.dumps(record, ensure_ascii=False)
 
@@ -329,15 +383,15 @@ def attention(
 
       minitx attention runs/quickstart "three hundred forty two" --layer 1 --head 0 --out maps/
     """
-    from minitx.evaluate import attention_maps, load_run
+    from minitx.api import load
     from minitx.plots import draw_attention_maps
 
     _start(quiet)
     run = RunDir(run_dir)
-    trained = load_run(run, checkpoint)
-    cfg = trained.config.model
+    model = load(run_dir, checkpoint)
+    cfg = model.config.model
     n_layers = cfg.n_encoder_layers
-    if trained.config.task == "translation":
+    if model.task == "translation":
         n_layers = max(n_layers, cfg.n_decoder_layers)
     if layer is not None and layer >= n_layers:
         raise UserError(f"--layer {layer}: the model has layers 0 to {n_layers - 1}")
@@ -345,7 +399,7 @@ def attention(
         raise UserError(f"--head {head}: the model has heads 0 to {cfg.n_heads - 1}")
     if not text.strip():
         raise UserError("give a non-empty text to look at")
-    maps = attention_maps(trained, text)
+    maps = model.attention(text)
     if "translation" in maps:
         typer.echo(f"translation: {maps['translation']}")
     if "prediction" in maps:
@@ -354,6 +408,44 @@ def attention(
         )
     for path in draw_attention_maps(maps, out or run.attention_dir, run.name, layer, head):
         typer.echo(f"wrote {path}")
+
+
+@app.command()
+def average(
+    run_dir: Path = RUN_DIR,
+    last: int | None = typer.Option(
+        None, "--last", min=2, help="Average the last N kept step_N checkpoints [default: 5]."
+    ),
+    steps: str | None = typer.Option(
+        None, "--steps", help="Average these steps' checkpoints, e.g. --steps 3000,3500,4000."
+    ),
+    quiet: bool = QUIET,
+) -> None:
+    """Average kept step_N checkpoints into RUN_DIR/checkpoints/averaged (use it with
+    --checkpoint averaged). Training keeps them with train.keep_last; train.average_last does this
+    at the end of training.
+
+    Examples:
+
+      minitx average runs/multi30k_de_en_raw --last 5
+
+      minitx eval runs/multi30k_de_en_raw --checkpoint averaged --beam 5
+    """
+    from minitx.train.average import average_snapshots
+
+    _start(quiet)
+    if last is not None and steps is not None:
+        raise UserError("give --last or --steps, not both")
+    numbers = None
+    if steps is not None:
+        parts = [part.strip() for part in steps.split(",") if part.strip()]
+        if not parts or not all(part.isdigit() for part in parts):
+            raise UserError(f"--steps takes step numbers separated by commas, got '{steps}'")
+        numbers = [int(part) for part in parts]
+    run = RunDir(run_dir)
+    run.config()  # a run directory, or one clear error
+    target = average_snapshots(run, last, numbers)
+    typer.echo(f"wrote {target}")
 
 
 @app.command()

@@ -175,6 +175,17 @@ class TrainConfig:
     patience: int | None = _key(
         None, "stop after this many validations without improvement (null: never)", min=1
     )
+    average_last: int | None = _key(
+        None,
+        "at the end of training, average the last N kept step_N checkpoints into "
+        "checkpoints/averaged (needs keep_last >= N)",
+        min=2,
+    )
+    init_from: str | None = _key(
+        None,
+        "start from the weights and tokenizer of this run directory (its best checkpoint) or "
+        "checkpoint directory; optimizer and counters start fresh (fine-tuning)",
+    )
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,35 @@ class DecodeConfig:
     )
     max_len_offset: int = _key(10, "see max_len_ratio", min=0)
     batch_size: int = _key(128, "sentences decoded together", min=1)
+    n_best: int = _key(
+        1,
+        "hypotheses returned per input: the N best of the beam (N <= beam_size), or N samples",
+        min=1,
+    )
+    sample: bool = _key(
+        False, "sample each token instead of searching (see temperature, top_k, top_p)"
+    )
+    temperature: float = _key(
+        1.0, "sampling: divide the logits by this (> 0; small → greedy)", min=0.0
+    )
+    top_k: int | None = _key(
+        None, "sampling: only from the k most likely tokens (null: all)", min=1
+    )
+    top_p: float = _key(
+        1.0,
+        "sampling: only from the smallest set of tokens whose probability reaches p (0 < p <= 1)",
+        min=0.0,
+        max=1.0,
+    )
+    seed: int | None = _key(None, "sampling: seed of the draws (null: different each run)", min=0)
+    alignments: bool = _key(
+        False, "also give word alignments (source word i - target word j) from cross-attention"
+    )
+    alignment_layer: int | None = _key(
+        None,
+        "decoder layer whose cross-attention (averaged over heads) gives the alignments, from 0; "
+        "negative counts from the last; null: the penultimate (Garg et al., 2019), or the only one",
+    )
 
 
 @dataclass(frozen=True)
@@ -270,6 +310,28 @@ class Config:
             errors.append(
                 "the synthetic task is translation; for classification set data.path to a "
                 "directory or a Hub dataset id"
+            )
+        decode = self.decode
+        if decode.n_best > decode.beam_size and not decode.sample:
+            errors.append(
+                f"decode.n_best ({decode.n_best}) must be at most decode.beam_size "
+                f"({decode.beam_size}), or sample with decode.sample: true"
+            )
+        if decode.sample and decode.temperature <= 0:
+            errors.append(
+                "decode.temperature must be above 0 (a small value samples almost greedily)"
+            )
+        if decode.top_p <= 0:
+            errors.append(f"decode.top_p must be in (0, 1], got {decode.top_p}")
+        if self.train.init_from and self.tokenizer.path:
+            errors.append(
+                "train.init_from brings the earlier run's tokenizer; leave tokenizer.path unset"
+            )
+        average = self.train.average_last
+        if average is not None and self.train.keep_last < average:
+            errors.append(
+                f"train.average_last ({average}) needs train.keep_last of at least {average} "
+                f"(got {self.train.keep_last}) so that enough step_N checkpoints are kept"
             )
         if isinstance(self.train.max_time, str):
             try:

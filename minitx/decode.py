@@ -1,13 +1,17 @@
-"""Greedy and beam-search decoding over `Seq2Seq.encode`/`decode`, batched, with a key/value cache.
+"""Greedy decoding, beam search (n-best) and sampling over `Seq2Seq.encode`/`decode`, batched, with
+a key/value cache.
 
 The source is encoded once; with the cache each step feeds only the newest token. Without it
-(`use_cache=False`) the same loop recomputes the whole prefix each step: slower, same output, and
-the reference the cache is tested against.
+(`use_cache=False`) the same loops recompute the whole prefix each step: slower, same output, and
+the reference the cache is tested against. Every search returns, per source, a ranked list of
+`Hypothesis`es with their log-probabilities.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -42,49 +46,102 @@ def _next_log_probs(
     return F.log_softmax(logits[:, -1].float(), dim=-1)
 
 
-def _strip(rows: torch.Tensor, eos_id: int) -> list[list[int]]:
-    """Drop BOS and cut each row at its first EOS."""
-    out = []
-    for row in rows[:, 1:].tolist():
-        out.append(row[: row.index(eos_id)] if eos_id in row else row)
-    return out
+@dataclass
+class Hypothesis:
+    """One output for one source: its tokens (no BOS or EOS) and how likely the model finds them."""
+
+    tokens: list[int]
+    log_prob: float  # summed log-probability of the tokens and the final EOS
+    score: float  # log_prob / length**length_penalty (length with EOS): what ranks hypotheses
+    text: str = ""  # detokenized, filled in by `translate`
+    alignment: list[tuple[int, int]] | None = None  # (source word, target word), when asked
 
 
 @torch.no_grad()
 def greedy(
     model: Seq2Seq, src: torch.Tensor, ids: SpecialIds, cfg: DecodeConfig, use_cache: bool = True
-) -> list[list[int]]:
-    """The most likely next token at every step, for a batch of sources (B, S)."""
-    eos_id, pad_id = ids.eos_id, ids.pad_id
+) -> list[list[Hypothesis]]:
+    """The most likely next token at every step, for a batch of sources (B, S): one hypothesis each."""
+    return _token_by_token(model, src, ids, replace(cfg, n_best=1), _most_likely, use_cache)
+
+
+@torch.no_grad()
+def sample(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    ids: SpecialIds,
+    cfg: DecodeConfig,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> list[list[Hypothesis]]:
+    """`cfg.n_best` samples per source, each token drawn from the model's distribution reshaped by
+    `temperature`, `top_k` and `top_p` (Holtzman et al., 2020); ranked by score."""
+    draw = functools.partial(_draw, cfg=cfg, generator=generator)
+    return _token_by_token(model, src, ids, cfg, draw, use_cache)
+
+
+def _most_likely(log_probs: torch.Tensor) -> torch.Tensor:
+    return log_probs.argmax(dim=-1)
+
+
+def _draw(log_probs: torch.Tensor, cfg: DecodeConfig, generator) -> torch.Tensor:
+    """One token per row, drawn from softmax(log_probs / temperature) within top-k and top-p."""
+    logits = log_probs / cfg.temperature
+    if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
+        kth = logits.topk(cfg.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if cfg.top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        before = ordered.softmax(dim=-1).cumsum(dim=-1) - ordered.softmax(dim=-1)
+        # Keep each token whose more likely predecessors have not yet reached p (the first always).
+        ordered = ordered.masked_fill(before >= cfg.top_p, -math.inf)
+        logits = torch.full_like(logits, -math.inf).scatter(-1, order, ordered)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+
+
+def _token_by_token(model, src, ids: SpecialIds, cfg: DecodeConfig, choose, use_cache: bool):
+    """Decode `cfg.n_best` outputs per source, each token `choose`n from the next-token
+    log-probabilities (N, V); returns them ranked by score."""
+    copies = cfg.n_best
     memory, src_mask = model.encode(src)
-    limits = max_lengths(src, pad_id, cfg)
+    memory = memory.repeat_interleave(copies, dim=0)  # (B·N, S, D)
+    src_mask = src_mask.repeat_interleave(copies, dim=0)
+    limits = max_lengths(src, ids.pad_id, cfg).repeat_interleave(copies)  # (B·N,)
     cache = model.new_cache() if use_cache else None
-    tokens = torch.full((src.shape[0], 1), ids.bos_id, dtype=torch.long, device=src.device)
-    finished = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+    rows, device = src.shape[0] * copies, src.device
+    tokens = torch.full((rows, 1), ids.bos_id, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    log_prob = torch.zeros(rows, device=device)
     for step in range(int(limits.max())):
-        next_tokens = _next_log_probs(model, tokens, memory, src_mask, cache).argmax(dim=-1)
-        next_tokens = torch.where(step >= limits - 1, eos_id, next_tokens)
-        next_tokens = torch.where(finished, pad_id, next_tokens)
+        log_probs = _next_log_probs(model, tokens, memory, src_mask, cache)  # (B·N, V)
+        next_tokens = torch.where(step >= limits - 1, ids.eos_id, choose(log_probs))
+        next_tokens = torch.where(finished, ids.pad_id, next_tokens)
+        chosen = log_probs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)
+        log_prob += torch.where(finished, 0.0, chosen)
         tokens = torch.cat([tokens, next_tokens.unsqueeze(1)], dim=1)
-        finished |= next_tokens == eos_id
+        finished |= next_tokens == ids.eos_id
         if bool(finished.all()):
             break
-    return _strip(tokens, eos_id)
+    outputs = []
+    for row, total in zip(tokens[:, 1:].tolist(), log_prob.tolist(), strict=True):
+        row = row[: row.index(ids.eos_id)] if ids.eos_id in row else row
+        outputs.append(Hypothesis(row, total, total / (len(row) + 1) ** cfg.length_penalty))
+    grouped = [outputs[i : i + copies] for i in range(0, rows, copies)]
+    return [sorted(group, key=lambda h: -h.score) for group in grouped]
 
 
 @torch.no_grad()
 def beam_search(
     model: Seq2Seq, src: torch.Tensor, ids: SpecialIds, cfg: DecodeConfig, use_cache: bool = True
-) -> list[list[int]]:
-    """Keep the `cfg.beam_size` best unfinished prefixes of each sentence; return the best finished
-    one.
+) -> list[list[Hypothesis]]:
+    """Keep the `cfg.beam_size` best unfinished prefixes of each sentence; return its `cfg.n_best`
+    best finished hypotheses, best first.
 
     As in fairseq: each step looks at the 2·K best extensions; those ending in EOS among the top K
     are finished and scored by log-prob / length**length_penalty, the best K others live on. A
     sentence is done once K hypotheses have finished. With beam_size 1 this is greedy decoding.
     """
     batch, k, device = src.shape[0], cfg.beam_size, src.device
-    eos_id = ids.eos_id
     memory, src_mask = model.encode(src)
     memory = memory.repeat_interleave(k, dim=0)  # (B·K, S, D)
     src_mask = src_mask.repeat_interleave(k, dim=0)
@@ -95,24 +152,23 @@ def beam_search(
     scores[:, 1:] = -math.inf  # all beams start identical: expand only the first
     tokens = torch.full((batch * k, 1), ids.bos_id, dtype=torch.long, device=device)
     beam_base = torch.arange(batch, device=device).unsqueeze(1) * k  # (B, 1)
-    best = _Finished(batch, int(limits.max()) + 1, ids.pad_id, device)
+    finished = _Finished(batch, cfg.length_penalty)
 
     for step in range(int(limits.max())):
         log_probs = _next_log_probs(model, tokens, memory, src_mask, cache)  # (B·K, V)
         vocab = log_probs.shape[1]
         at_limit = (step >= limits - 1).repeat_interleave(k)
         log_probs[at_limit] = torch.where(
-            torch.arange(vocab, device=device) == eos_id, log_probs[at_limit], -math.inf
+            torch.arange(vocab, device=device) == ids.eos_id, log_probs[at_limit], -math.inf
         )
         candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
         top_scores, top = candidates.topk(2 * k, dim=1)  # (B, 2K)
         origin = beam_base + top // vocab  # (B, 2K): the hypothesis each candidate extends
         new_token = top % vocab
-        ends = (new_token == eos_id) & torch.isfinite(top_scores)
+        ends = (new_token == ids.eos_id) & torch.isfinite(top_scores)
 
-        normalised = top_scores[:, :k] / (step + 1) ** cfg.length_penalty
-        best.add(tokens, normalised, origin[:, :k], ends[:, :k], eos_id)
-        if bool(best.done(k).all()):
+        finished.add(tokens, top_scores[:, :k], origin[:, :k], ends[:, :k])
+        if finished.done(k):
             break
         # The K best candidates that do not end here live on.
         scores, keep = top_scores.masked_fill(ends, -math.inf).topk(k, dim=1)
@@ -122,31 +178,33 @@ def beam_search(
             # Cross-attention caches need no reordering: all K beams of a sentence share its source.
             for self_cache, _ in cache:
                 self_cache.reorder(survivors)
-    return _strip(best.tokens, eos_id)
+    return finished.best(cfg.n_best)
 
 
 class _Finished:
-    """Per sentence: the best finished hypothesis so far, its normalised score, how many finished."""
+    """Per sentence, the hypotheses that have ended (with EOS), and their scores."""
 
-    def __init__(self, batch: int, width: int, pad_id: int, device: torch.device):
-        self.score = torch.full((batch,), -math.inf, device=device)
-        self.count = torch.zeros(batch, dtype=torch.long, device=device)
-        self.tokens = torch.full((batch, width + 1), pad_id, dtype=torch.long, device=device)
+    def __init__(self, batch: int, length_penalty: float):
+        self.length_penalty = length_penalty
+        self.hypotheses: list[list[Hypothesis]] = [[] for _ in range(batch)]
 
-    def add(self, tokens, scores, origin, ends, eos_id) -> None:
-        """Record the candidates (B, K) with length-normalised `scores` that end with EOS."""
-        normalised = scores.masked_fill(~ends, -math.inf)
-        top_score, top_index = normalised.max(dim=1)  # (B,)
-        improved = top_score > self.score
-        self.count += ends.sum(dim=1)
-        if bool(improved.any()):
-            rows = tokens[origin.gather(1, top_index.unsqueeze(1)).squeeze(1)]  # (B, length)
-            rows = torch.cat([rows, torch.full_like(rows[:, :1], eos_id)], dim=1)
-            self.tokens[improved, : rows.shape[1]] = rows[improved]
-            self.score = torch.where(improved, top_score, self.score)
+    def add(self, tokens, log_probs, origin, ends) -> None:
+        """Record the candidates (B, K) that end here: prefixes `tokens[origin]` plus EOS, with
+        summed `log_probs`."""
+        if not bool(ends.any()):
+            return
+        length = tokens.shape[1]  # BOS + the prefix's tokens = the tokens with EOS
+        for sentence, candidate in ends.nonzero().tolist():
+            total = float(log_probs[sentence, candidate])
+            prefix = tokens[origin[sentence, candidate], 1:].tolist()
+            score = total / length**self.length_penalty
+            self.hypotheses[sentence].append(Hypothesis(prefix, total, score))
 
-    def done(self, beam_size: int) -> torch.Tensor:
-        return self.count >= beam_size
+    def done(self, beam_size: int) -> bool:
+        return all(len(found) >= beam_size for found in self.hypotheses)
+
+    def best(self, n: int) -> list[list[Hypothesis]]:
+        return [sorted(found, key=lambda h: -h.score)[:n] for found in self.hypotheses]
 
 
 def translate(
@@ -155,19 +213,29 @@ def translate(
     codecs: Codecs,
     cfg: DecodeConfig,
     compute: Compute,
-) -> list[str]:
-    """Decode many sources in length-sorted batches of `cfg.batch_size`; return detokenized text in
-    input order. Beam search with `cfg.beam_size` > 1, else greedy."""
+) -> list[list[Hypothesis]]:
+    """Decode many sources in length-sorted batches of `cfg.batch_size`; return each source's
+    hypotheses (best first, with their text), in input order. Sampling with `cfg.sample`, else beam
+    search with `cfg.beam_size` > 1, else greedy."""
     model.eval()
-    search = greedy if cfg.beam_size == 1 else beam_search
+    if cfg.sample:
+        generator = torch.Generator(compute.device)
+        if cfg.seed is None:
+            generator.seed()  # from the OS: different draws every call
+        else:
+            generator.manual_seed(cfg.seed)
+        search = functools.partial(sample, generator=generator)
+    else:
+        search = greedy if cfg.beam_size == 1 else beam_search
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
-    outputs: list[str] = [""] * len(src_ids)
+    outputs: list[list[Hypothesis]] = [[] for _ in src_ids]
     src_codec, tgt_codec = codecs.src, codecs.tgt
     for start in range(0, len(order), cfg.batch_size):
         chosen = order[start : start + cfg.batch_size]
         src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id)
         with compute.autocast():
-            ids = search(model, src.to(compute.device), tgt_codec.special_ids, cfg)
-        for i, text in zip(chosen, tgt_codec.decode(ids), strict=True):
-            outputs[i] = text
+            found = search(model, src.to(compute.device), tgt_codec.special_ids, cfg)
+        for i, hypotheses in zip(chosen, found, strict=True):
+            texts = tgt_codec.decode([h.tokens for h in hypotheses])
+            outputs[i] = [replace(h, text=text) for h, text in zip(hypotheses, texts, strict=True)]
     return outputs

@@ -9,13 +9,14 @@ from pathlib import Path
 import torch
 
 from minitx import runtime
-from minitx.config import Config, apply_overrides, config_from_dict, config_to_dict
+from minitx.alignments import word_alignments
+from minitx.config import Config, DecodeConfig, apply_overrides, config_from_dict, config_to_dict
 from minitx.data.batching import encode_labelled, encode_pairs, encode_texts, pad
 from minitx.data.labels import load_label_names
 from minitx.data.run_data import load_split
 from minitx.data.sources import split_name
 from minitx.data.tokenizer import Codecs, load_codecs
-from minitx.decode import translate
+from minitx.decode import Hypothesis, translate
 from minitx.errors import UserError
 from minitx.model.attention import recording_attention
 from minitx.model.transformer import Classifier, Seq2Seq, build_run_model
@@ -73,24 +74,25 @@ def require_task(trained: TrainedRun, task: str, instead: str) -> None:
         )
 
 
-def evaluate_split(trained: TrainedRun, split: str, beam_size: int | None = None) -> dict:
-    """Score `split` and write RUN_DIR/eval/<split>.json with the outputs beside it."""
+def evaluate_split(trained: TrainedRun, split: str, decode: DecodeConfig | None = None) -> dict:
+    """Score `split` and write RUN_DIR/eval/<split>.json with the outputs beside it; translation
+    decodes the best hypothesis as `decode` says (default: the run's settings)."""
     run = trained.run
     run.eval_dir.mkdir(exist_ok=True)
     if trained.config.task == "classification":
         report = _evaluate_classification(trained, split)
     else:
-        report = _evaluate_translation(trained, split, beam_size)
+        report = _evaluate_translation(trained, split, decode or trained.config.decode)
     run.eval_files(split).report.write_text(
         json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     return report
 
 
-def _evaluate_translation(trained: TrainedRun, split: str, beam_size: int | None) -> dict:
+def _evaluate_translation(trained: TrainedRun, split: str, decode: DecodeConfig) -> dict:
     """BLEU, chrF, exact match, loss; the hypotheses go to <split>.hyp."""
     cfg, codecs = trained.config, trained.codecs
-    decode = replace(cfg.decode, beam_size=beam_size or cfg.decode.beam_size)
+    decode = replace(decode, n_best=1, alignments=False)
     pairs = encode_pairs(load_split(cfg, split), codecs.src, codecs.tgt)
     scores, hypotheses = score_pairs(
         trained.model, pairs, codecs, decode, cfg.train.batch_tokens, trained.compute
@@ -145,21 +147,47 @@ def _evaluate_classification(trained: TrainedRun, split: str) -> dict:
 
 
 def translate_texts(
-    trained: TrainedRun,
-    texts: list[str],
-    beam_size: int | None = None,
-    batch_size: int | None = None,
-) -> list[str]:
-    """Translations of `texts`, with the run's decode settings unless `beam_size`/`batch_size`."""
+    trained: TrainedRun, texts: list[str], decode: DecodeConfig | None = None
+) -> list[list[Hypothesis]]:
+    """Each text's hypotheses, best first, decoded as `decode` says (default: the run's settings);
+    with `decode.alignments`, each hypothesis carries its word alignment."""
     require_task(trained, "translation", "translate")
-    decode = trained.config.decode
-    decode = replace(
-        decode,
-        beam_size=beam_size or decode.beam_size,
-        batch_size=batch_size or decode.batch_size,
-    )
+    decode = decode or trained.config.decode
     src_ids = trained.codecs.src.encode(texts)
-    return translate(trained.model, src_ids, trained.codecs, decode, trained.compute)
+    found = translate(trained.model, src_ids, trained.codecs, decode, trained.compute)
+    if decode.alignments:
+        found = [
+            [replace(h, alignment=_align(trained, ids, h.tokens, decode)) for h in hypotheses]
+            for ids, hypotheses in zip(src_ids, found, strict=True)
+        ]
+    return found
+
+
+@torch.no_grad()
+def _align(
+    trained: TrainedRun, src_ids: list[int], tgt_ids: list[int], decode: DecodeConfig
+) -> list[tuple[int, int]]:
+    """Word alignment of one hypothesis from the cross-attention of `decode.alignment_layer`,
+    averaged over heads, in a teacher-forced pass over the source and the hypothesis."""
+    src_codec, tgt_codec, model = trained.codecs.src, trained.codecs.tgt, trained.model
+    layers = model.decoder.layers
+    layer = decode.alignment_layer
+    if layer is None:
+        layer = -2 if len(layers) > 1 else -1
+    if not -len(layers) <= layer < len(layers):
+        raise UserError(
+            f"decode.alignment_layer {layer}: the decoder has layers 0 to {len(layers) - 1} "
+            f"(or -1 to -{len(layers)})"
+        )
+    src = [*src_ids, src_codec.eos_id]
+    tgt_in = [tgt_codec.bos_id, *tgt_ids]
+    device = trained.compute.device
+    with recording_attention(model), trained.compute.autocast():
+        model(torch.tensor([src], device=device), torch.tensor([tgt_in], device=device))
+        weights = layers[layer].cross_attention.weights[0].float().mean(0)
+    src_tokens = [src_codec.tokenizer.id_to_token(i) for i in src]
+    tgt_tokens = [tgt_codec.tokenizer.id_to_token(i) for i in [*tgt_ids, tgt_codec.eos_id]]
+    return word_alignments(weights.cpu(), src_tokens, tgt_tokens)
 
 
 @torch.no_grad()
@@ -209,7 +237,9 @@ def attention_maps(trained: TrainedRun, text: str) -> dict:
     result: dict = {"source_tokens": [codec.tokenizer.id_to_token(i) for i in ids], "maps": []}
     with recording_attention(model), trained.compute.autocast():
         if translation:
-            (result["translation"],) = translate_texts(trained, [text], beam_size=1)
+            greedy = replace(trained.config.decode, beam_size=1, n_best=1, sample=False)
+            ((best, *_),) = translate_texts(trained, [text], greedy)
+            result["translation"] = best.text
             tgt_codec = trained.codecs.tgt
             tgt_ids = [tgt_codec.bos_id, *tgt_codec.encode([result["translation"]])[0]]
             _check_drawable(len(tgt_ids), "its translation")

@@ -6,6 +6,7 @@ RUN_DIR/labels.json          classification: the label names, in class-index ord
 RUN_DIR/checkpoints/last/    model.safetensors, trainer.pt, meta.json: resume from here
 RUN_DIR/checkpoints/best/    model.safetensors, meta.json: the best validation score
 RUN_DIR/checkpoints/step_N/  the last validated checkpoints, with train.keep_last > 1
+RUN_DIR/checkpoints/averaged/ the mean of several step_N checkpoints (`minitx average`)
 RUN_DIR/checkpoints/crash/   the weights before a step whose loss became non-finite
 RUN_DIR/metrics.jsonl        one JSON object per training log, validation and end event
 RUN_DIR/train.log            the status lines of every training session, timestamped
@@ -45,9 +46,10 @@ FROZEN_KEYS = (
     "train.schedule",
     "train.warmup_steps",
     "train.min_lr",
+    "train.init_from",
     "run.seed",
 )
-CHECKPOINT_CHOICES = "best, last or a kept step_N"
+CHECKPOINT_CHOICES = "best, last, averaged or a kept step_N"
 
 
 class EvalFiles(NamedTuple):
@@ -90,8 +92,10 @@ class RunDir:
         return self.root.name
 
     def checkpoint(self, name: str) -> Path:
-        """checkpoints/NAME: best, last, crash or step_N (as `--checkpoint` names them)."""
-        if name in ("best", "last", "crash") or (name.startswith("step_") and name[5:].isdigit()):
+        """checkpoints/NAME: best, last, averaged, crash or step_N (as `--checkpoint` names them)."""
+        if name in ("best", "last", "averaged", "crash") or (
+            name.startswith("step_") and name[5:].isdigit()
+        ):
             return self.checkpoints_dir / name
         raise UserError(f"--checkpoint must be {CHECKPOINT_CHOICES}, got '{name}'")
 

@@ -37,7 +37,9 @@ def score_pairs(
             logits, targets = logits_and_targets(model, batch)
         nll += float(summed_loss(logits, targets))
         tokens += batch.n_targets
-    hypotheses = translate(model, pairs.src_ids, codecs, decode, compute)
+    hypotheses = [
+        found[0].text for found in translate(model, pairs.src_ids, codecs, decode, compute)
+    ]
     loss = nll / max(tokens, 1)
     scores = {"loss": round(loss, 4), "ppl": round(perplexity(loss), 3)}
     return {**scores, **translation_scores(hypotheses, pairs.tgt_text)}, hypotheses

@@ -384,6 +384,48 @@ CASES = [
         ["not UTF-8"],
     ),
     (
+        "translate-n-best-above-the-beam",
+        lambda w, t: ["translate", w["run"], "ein hund", "--beam", "2", "--n-best", "3"],
+        ["decode.n_best (3) must be at most decode.beam_size (2)"],
+    ),
+    (
+        "translate-top-p-zero",
+        lambda w, t: ["translate", w["run"], "ein hund", "--sample", "--top-p", "0"],
+        ["decode.top_p must be in (0, 1]"],
+    ),
+    (
+        "translate-top-p-above-one",
+        lambda w, t: ["translate", w["run"], "ein hund", "--sample", "--top-p", "1.5"],
+        ["decode.top_p", "at most 1.0"],
+    ),
+    (
+        "translate-negative-temperature",
+        lambda w, t: ["translate", w["run"], "ein hund", "--sample", "--temperature", "-1"],
+        ["decode.temperature", "at least 0"],
+    ),
+    (
+        "translate-zero-temperature",
+        lambda w, t: ["translate", w["run"], "ein hund", "--sample", "--temperature", "0"],
+        ["decode.temperature must be above 0"],
+    ),
+    (
+        "translate-unknown-format",
+        lambda w, t: ["translate", w["run"], "ein hund", "--format", "xml"],
+        ["--format must be text or jsonl"],
+    ),
+    (
+        "translate-alignment-layer-out-of-range",
+        lambda w, t: [
+            "translate",
+            w["run"],
+            "ein hund",
+            "--alignments",
+            "--set",
+            "decode.alignment_layer=5",
+        ],
+        ["decode.alignment_layer 5", "layers 0 to 0"],
+    ),
+    (
         "fresh-without-yes",
         lambda w, t: ["train", w["config"], "--run-dir", w["run"], "--fresh"],
         ["--yes"],

@@ -4,13 +4,18 @@ import torch.nn.functional as F
 
 from minitx.config import DecodeConfig, ModelConfig
 from minitx.data.tokenizer import SpecialIds
-from minitx.decode import beam_search, greedy, max_lengths
+from minitx.decode import beam_search, greedy, max_lengths, sample
 from minitx.model.attention import KVCache
 from minitx.model.transformer import build_model
 
 PAD, BOS, EOS = 0, 2, 3
 IDS = SpecialIds(bos_id=BOS, eos_id=EOS, pad_id=PAD)
 GREEDY = DecodeConfig(beam_size=1)
+
+
+def best(found) -> list[list[int]]:
+    """The best hypothesis' tokens of each source."""
+    return [hypotheses[0].tokens for hypotheses in found]
 
 
 def _beam(size: int, **options) -> DecodeConfig:
@@ -30,13 +35,15 @@ def _sources():
 
 def test_cached_greedy_equals_full_recomputation(tiny_model_config):
     model, src = _model(tiny_model_config), _sources()
-    assert greedy(model, src, IDS, GREEDY) == greedy(model, src, IDS, GREEDY, use_cache=False)
+    assert best(greedy(model, src, IDS, GREEDY)) == best(
+        greedy(model, src, IDS, GREEDY, use_cache=False)
+    )
 
 
 def test_cached_beam_search_equals_full_recomputation(tiny_model_config):
     model, src = _model(tiny_model_config), _sources()
-    cached = beam_search(model, src, IDS, _beam(4))
-    assert cached == beam_search(model, src, IDS, _beam(4), use_cache=False)
+    cached = best(beam_search(model, src, IDS, _beam(4)))
+    assert cached == best(beam_search(model, src, IDS, _beam(4), use_cache=False))
 
 
 def test_cached_step_logits_equal_full_forward(tiny_model_config):
@@ -55,7 +62,7 @@ def test_cached_step_logits_equal_full_forward(tiny_model_config):
 
 def test_beam_size_one_equals_greedy(tiny_model_config):
     model, src = _model(tiny_model_config), _sources()
-    assert beam_search(model, src, IDS, _beam(1)) == greedy(model, src, IDS, GREEDY)
+    assert best(beam_search(model, src, IDS, _beam(1))) == best(greedy(model, src, IDS, GREEDY))
 
 
 def test_outputs_respect_the_length_limit(tiny_model_config):
@@ -63,7 +70,7 @@ def test_outputs_respect_the_length_limit(tiny_model_config):
     cfg = _beam(3, max_len_ratio=0.5, max_len_offset=1)
     limits = max_lengths(src, PAD, cfg)
     assert limits.tolist() == [5, 3, 5, 2, 5]  # ⌈0.5 × real tokens⌉ + 1
-    for out, limit in zip(beam_search(model, src, IDS, cfg), limits, strict=True):
+    for out, limit in zip(best(beam_search(model, src, IDS, cfg)), limits, strict=True):
         assert len(out) < int(limit)
 
 
@@ -82,8 +89,8 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(tiny_model_co
             logits = model(row_src[None], tokens)
         return F.log_softmax(logits, -1).gather(-1, target[..., None]).sum().item()
 
-    greedy_out = greedy(model, src, IDS, DecodeConfig(beam_size=1, max_len_offset=4))
-    beam_out = beam_search(model, src, IDS, _beam(5, length_penalty=0.0, max_len_offset=4))
+    greedy_out = best(greedy(model, src, IDS, DecodeConfig(beam_size=1, max_len_offset=4)))
+    beam_out = best(beam_search(model, src, IDS, _beam(5, length_penalty=0.0, max_len_offset=4)))
     compared = 0
     for row, g, b in zip(src, greedy_out, beam_out, strict=True):
         row = row[row != PAD]
@@ -122,8 +129,8 @@ def test_tiny_model_overfits_a_handful_of_pairs(tiny_model_config):
         optimizer.step()
     model.eval()
     assert loss.item() < 0.05
-    assert greedy(model, src, IDS, GREEDY) == [t for _, t in pairs]
-    assert beam_search(model, src, IDS, _beam(3)) == [t for _, t in pairs]
+    assert best(greedy(model, src, IDS, GREEDY)) == [t for _, t in pairs]
+    assert best(beam_search(model, src, IDS, _beam(3))) == [t for _, t in pairs]
 
 
 class _TableModel:
@@ -152,8 +159,8 @@ def test_a_hypothesis_that_finishes_early_does_not_take_a_beam_slot():
     src = torch.tensor([[7, 8, 9]])
     model = _TableModel()
     # [EOS] finishes first (log 0.4); "a c" (log 0.35·0.9·0.99, length 3) is better per token.
-    assert beam_search(model, src, IDS, _beam(2), use_cache=False) == [[model.A, model.C]]
-    assert greedy(model, src, IDS, GREEDY, use_cache=False) == [[]]
+    assert best(beam_search(model, src, IDS, _beam(2), use_cache=False)) == [[model.A, model.C]]
+    assert best(greedy(model, src, IDS, GREEDY, use_cache=False)) == [[]]
 
 
 def _positions_model(positions: str, n_kv_heads: int | None):
@@ -195,8 +202,8 @@ def test_cached_beam_search_with_grouped_heads_and_positions_in_attention(
     monkeypatch.setattr(KVCache, "reorder", recording_reorder)
     model.decode = recording_decode
     cfg = _beam(3, max_len_ratio=1.0, max_len_offset=2)  # up to 9 steps
-    cached = beam_search(model, src, IDS, cfg)
-    assert cached == beam_search(model, src, IDS, cfg, use_cache=False)
+    cached = best(beam_search(model, src, IDS, cfg))
+    assert cached == best(beam_search(model, src, IDS, cfg, use_cache=False))
     # the same hypotheses were scored alike at every step, not just the same winners
     assert len(logits[True]) == len(logits[False]) > 2
     for with_cache, without in zip(logits[True], logits[False], strict=True):
@@ -233,3 +240,89 @@ def test_reordered_cache_continues_like_the_reordered_prefixes(n_kv_heads):
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 4:], rtol=1e-5, atol=1e-5)
     # rows 1 and 2 share a prefix but went on differently: the copies are independent
     assert not torch.allclose(steps[0][1], steps[0][2])
+
+
+# --- n-best and sampling ------------------------------------------------------------------------
+
+
+def _teacher_forced_log_prob(model, row_src, tokens) -> float:
+    """log P(tokens + EOS | source) from one full forward pass: the reference for the scores."""
+    row_src = row_src[row_src != PAD]
+    with torch.no_grad():
+        logits = model(row_src[None], torch.tensor([[BOS, *tokens]]))
+    target = torch.tensor([[*tokens, EOS]])
+    return F.log_softmax(logits.float(), -1).gather(-1, target[..., None]).sum().item()
+
+
+def _draws(model, src, cfg, seed, use_cache=True):
+    generator = torch.Generator().manual_seed(seed)
+    found = sample(model, src, IDS, cfg, use_cache=use_cache, generator=generator)
+    return [[h.tokens for h in hypotheses] for hypotheses in found]
+
+
+def test_n_best_is_ranked_scored_and_led_by_the_beam_output(tiny_model_config):
+    model, src = _model(tiny_model_config), _sources()
+    cfg = _beam(4, n_best=4, length_penalty=0.6)
+    found = beam_search(model, src, IDS, cfg)
+    assert best(found) == best(beam_search(model, src, IDS, _beam(4, length_penalty=0.6)))
+    for row, hypotheses in zip(src, found, strict=True):
+        assert len(hypotheses) == 4
+        assert len({tuple(h.tokens) for h in hypotheses}) == 4  # four different outputs
+        assert [h.score for h in hypotheses] == sorted((h.score for h in hypotheses), reverse=True)
+        for h in hypotheses:
+            assert h.log_prob == pytest.approx(
+                _teacher_forced_log_prob(model, row, h.tokens), abs=1e-4
+            )
+            assert h.score == pytest.approx(h.log_prob / (len(h.tokens) + 1) ** 0.6, abs=1e-6)
+
+
+def test_n_best_with_the_cache_equals_without(tiny_model_config):
+    model, src = _model(tiny_model_config), _sources()
+    cfg = _beam(3, n_best=3)
+    cached = beam_search(model, src, IDS, cfg)
+    full = beam_search(model, src, IDS, cfg, use_cache=False)
+    assert [[h.tokens for h in hs] for hs in cached] == [[h.tokens for h in hs] for hs in full]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"top_k": 1}, {"temperature": 1e-4}, {"top_p": 1e-6}],
+    ids=["top_k", "temp", "top_p"],
+)
+def test_sampling_that_keeps_only_the_likeliest_token_is_greedy(tiny_model_config, options):
+    model, src = _model(tiny_model_config), _sources()
+    drawn = _draws(model, src, DecodeConfig(sample=True, **options), seed=1)
+    assert [d[0] for d in drawn] == best(greedy(model, src, IDS, GREEDY))
+
+
+def test_sampling_repeats_with_its_seed_and_differs_with_another(tiny_model_config):
+    model, src = _model(tiny_model_config), _sources()
+    cfg = DecodeConfig(sample=True, n_best=3)
+    first = _draws(model, src, cfg, seed=7)
+    assert all(len(samples) == 3 for samples in first)
+    assert _draws(model, src, cfg, seed=7) == first
+    assert _draws(model, src, cfg, seed=8) != first
+    # an untrained model's distribution is wide: three samples of a source differ
+    assert any(len({tuple(s) for s in samples}) > 1 for samples in first)
+
+
+def test_sampling_with_the_cache_equals_without(tiny_model_config):
+    model, src = _model(tiny_model_config), _sources()
+    cfg = DecodeConfig(sample=True, n_best=2, top_k=5, top_p=0.9, temperature=0.8)
+    assert _draws(model, src, cfg, seed=3) == _draws(model, src, cfg, seed=3, use_cache=False)
+
+
+def test_samples_carry_their_log_probability_and_stay_within_top_k(tiny_model_config):
+    model, src = _model(tiny_model_config), _sources()
+    cfg = DecodeConfig(sample=True, n_best=2, top_k=3)
+    found = sample(model, src, IDS, cfg, generator=torch.Generator().manual_seed(0))
+    for row, hypotheses in zip(src, found, strict=True):
+        for h in hypotheses:
+            assert h.log_prob == pytest.approx(
+                _teacher_forced_log_prob(model, row, h.tokens), abs=1e-4
+            )
+            # every drawn token was among the 3 likeliest at its step (EOS may be forced at the end)
+            with torch.no_grad():
+                logits = model(row[row != PAD][None], torch.tensor([[BOS, *h.tokens]]))[0]
+            top3 = logits.topk(3, dim=-1).indices.tolist()
+            assert all(token in top3[t] for t, token in enumerate(h.tokens))

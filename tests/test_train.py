@@ -32,7 +32,7 @@ def _losses(run_dir):
 
 
 def test_stops_at_max_steps_and_does_not_step_past_it_on_resume(parallel_dir, tmp_path):
-    from minitx.evaluate import evaluate_split, load_run
+    import minitx
 
     cfg = _config(parallel_dir, max_steps=4, eval_every=2, log_every=1)
     _train(cfg, tmp_path / "run")
@@ -41,7 +41,7 @@ def test_stops_at_max_steps_and_does_not_step_past_it_on_resume(parallel_dir, tm
     assert sorted(_losses(tmp_path / "run")) == [1, 2, 3, 4]
     # What the finished run reports is the step-4 weights' greedy validation score, as `minitx
     # eval` computes it anew from the checkpoint.
-    report = evaluate_split(load_run(tmp_path / "run", "last"), "validation", beam_size=1)
+    report = minitx.load(tmp_path / "run", "last").evaluate("validation", beam_size=1)
     assert report["checkpoint_step"] == 4
     assert {k: again[k] for k in ("bleu", "chrf", "loss")} == {
         k: report[k] for k in ("bleu", "chrf", "loss")

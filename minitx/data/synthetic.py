@@ -140,3 +140,71 @@ def number_pairs(train_size: int, seed: int) -> dict[str, dict[str, list[str]]]:
             "tgt": [german_words(n) for n in chosen],
         }
     return splits
+
+
+# Gold word alignments. Each word gets a slot — (group, role), the group being the thousands
+# multiplier or the part below 1000 — built along the same branches as the word functions above;
+# an English and a German word are linked when they fill the same slot. "und" fills none.
+Slot = tuple[str, str]
+
+
+def number_alignments(n: int) -> set[tuple[int, int]]:
+    """Gold (English word index, German word index) links for `english_words(n)` / `german_words(n)`.
+
+    Every English word has exactly one counterpart, and so has every German word but "und":
+    digits ↔ digits ("one" ↔ "eins"/"ein"), tens ↔ tens, teens ↔ teens, "hundred" ↔ "hundert",
+    "thousand" ↔ "tausend", "zero" ↔ "null".
+    """
+    german_position = {slot: j for j, slot in enumerate(_german_slots(n)) if slot is not None}
+    return {(i, german_position[slot]) for i, slot in enumerate(_english_slots(n))}
+
+
+def _english_slots(n: int) -> list[Slot]:
+    """One slot per word of `english_words(n)`, same branches."""
+    if n == 0:
+        return [("", "zero")]
+    thousands, rest = divmod(n, 1000)
+    slots: list[Slot] = []
+    if thousands:
+        slots += [*_english_slots_below_1000(thousands, "thousands"), ("", "thousand")]
+    if rest:
+        slots += _english_slots_below_1000(rest, "rest")
+    return slots
+
+
+def _english_slots_below_1000(n: int, group: str) -> list[Slot]:
+    hundreds, rest = divmod(n, 100)
+    slots = [(group, "hundreds digit"), (group, "hundred")] if hundreds else []
+    if 10 <= rest < 20:
+        slots.append((group, "teen"))
+    elif rest:
+        tens, ones = divmod(rest, 10)
+        slots += ([(group, "tens")] if tens else []) + ([(group, "ones")] if ones else [])
+    return slots
+
+
+def _german_slots(n: int) -> list[Slot | None]:
+    """One slot per word of `german_words(n)`, same branches; None for "und"."""
+    if n == 0:
+        return [("", "zero")]
+    thousands, rest = divmod(n, 1000)
+    slots: list[Slot | None] = []
+    if thousands:  # "eins" → "ein" changes a word, not the number of words
+        slots += [*_german_slots_below_1000(thousands, "thousands"), ("", "thousand")]
+    if rest:
+        slots += _german_slots_below_1000(rest, "rest")
+    return slots
+
+
+def _german_slots_below_1000(n: int, group: str) -> list[Slot | None]:
+    hundreds, rest = divmod(n, 100)
+    slots: list[Slot | None] = [(group, "hundreds digit"), (group, "hundred")] if hundreds else []
+    if 10 <= rest < 20:
+        slots.append((group, "teen"))
+    elif rest:
+        tens, ones = divmod(rest, 10)
+        if tens and ones:
+            slots += [(group, "ones"), None, (group, "tens")]  # "zwei und siebzig": units first
+        else:
+            slots.append((group, "tens") if tens else (group, "ones"))
+    return slots

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from minitx.errors import UserError
@@ -34,9 +34,36 @@ def save_checkpoint(
     directory: Path, model: nn.Module, meta: dict, trainer_state: dict | None = None
 ) -> None:
     """Write a complete checkpoint at `directory`, replacing the one there only once it is whole."""
+    _save_atomically(directory, lambda path: save_model(model, str(path)), meta, trainer_state)
+
+
+def average_checkpoints(sources: list[Path], target: Path) -> None:
+    """Save the element-wise mean of the weights of `sources` as a weights-only checkpoint at
+    `target` (Vaswani et al., 2017 averaged their last 5 or 20 checkpoints)."""
+    weights = [load_file(str(source / WEIGHTS)) for source in sources]
+    if any(w.keys() != weights[0].keys() for w in weights):
+        raise UserError(
+            f"the checkpoints {', '.join(s.name for s in sources)} hold different tensors; they "
+            "are not from one run"
+        )
+    mean = {}
+    for name, first in weights[0].items():
+        if first.is_floating_point():  # summed in float64: no rounding drift over many inputs
+            total = sum(w[name].double() for w in weights)
+            mean[name] = (total / len(weights)).to(first.dtype)
+        else:
+            mean[name] = first
+    steps = [load_meta(source).get("step") for source in sources]
+    meta = {"step": max(s for s in steps if s is not None), "averaged_steps": steps}
+    _save_atomically(target, lambda path: save_file(mean, str(path)), meta, None)
+
+
+def _save_atomically(
+    directory: Path, write_weights, meta: dict, trainer_state: dict | None
+) -> None:
     tmp = directory.with_name(directory.name + ".tmp")
     try:
-        _write_complete(tmp, model, meta, trainer_state)
+        _write_complete(tmp, write_weights, meta, trainer_state)
     except OSError as exc:  # disk full, quota, permissions: the previous checkpoint is untouched
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(
@@ -52,10 +79,10 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_complete(tmp: Path, model: nn.Module, meta: dict, trainer_state: dict | None) -> None:
+def _write_complete(tmp: Path, write_weights, meta: dict, trainer_state: dict | None) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / WEIGHTS))  # handles tied (shared) tensors
+    write_weights(tmp / WEIGHTS)  # save_model handles tied (shared) tensors
     if trainer_state is not None:
         torch.save(trainer_state, tmp / TRAINER)
     (tmp / META).write_text(json.dumps(meta, indent=2), encoding="utf-8")

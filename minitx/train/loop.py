@@ -19,6 +19,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
@@ -34,12 +35,15 @@ from minitx.progress import bar, log_to_file
 from minitx.run_dir import RunDir, config_differences
 from minitx.runtime import Compute
 from minitx.scoring import score_labels, score_pairs
+from minitx.train.average import average_snapshots
 from minitx.train.checkpoint import (
     check_free_space,
     find_checkpoint,
     link_checkpoint,
+    load_weights,
     recover_checkpoints,
 )
+from minitx.train.origin import adopt_vocabulary, check_compatible, find_origin
 from minitx.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -84,20 +88,24 @@ class Training:
         self.cfg, self.run_dir, self.ranks = cfg, run, ranks
         self.compute = Compute(ranks.device, cfg.run.dtype)
         self.max_time = parse_duration(cfg.train.max_time) if cfg.train.max_time else math.inf
+        ranks.main_only(lambda: recover_checkpoints(run.checkpoints_dir))
+        self.resumed_from = find_checkpoint(run.checkpoint("last"))
+        self.origin = self._find_origin() if self.resumed_from is None else None
         # Rank 0 first: it may train and save the tokenizer, which the other ranks then load.
         self.data: RunData = ranks.main_first(
             lambda: load_run_data(cfg, run, splits=("train", "validation"))
         )
         model = build_run_model(cfg, self.data.codecs, self.data.labels)
+        if self.origin is not None:  # fine-tuning: the earlier run's weights, fresh optimizer
+            load_weights(self.origin, model, torch.device("cpu"))
         self.trainer = Trainer(model, cfg.train, self.compute, ranks)
         self.n_params = sum(p.numel() for p in model.parameters())
-        ranks.main_only(self._check_checkpoints)
+        ranks.main_only(lambda: check_free_space(run.checkpoints_dir, self.n_params))
         main = ranks.is_main
         self.log = MetricsLog(
             run.metrics_file if main else None,
             run.tensorboard_dir if cfg.run.tensorboard and main else None,
         )
-        self.resumed_from = find_checkpoint(run.checkpoint("last"))
         self.last_scores = self._resume() if self.resumed_from else {}
         self.last_validated = self.trainer.state.step if self.last_scores else -1
         if main:
@@ -110,9 +118,16 @@ class Training:
         self.window_started = time.monotonic() - state.window_seconds
         self.started = time.monotonic() - state.elapsed
 
-    def _check_checkpoints(self) -> None:
-        recover_checkpoints(self.run_dir.checkpoints_dir)
-        check_free_space(self.run_dir.checkpoints_dir, self.n_params)
+    def _find_origin(self) -> Path | None:
+        """train.init_from: the checkpoint to start from, after checking it fits; its tokenizer
+        (and label names) are copied into this run."""
+        if not self.cfg.train.init_from:
+            return None
+        origin_run, checkpoint = find_origin(self.cfg.train.init_from)
+        check_compatible(self.cfg, origin_run)
+        self.ranks.main_only(lambda: adopt_vocabulary(origin_run, self.run_dir))
+        log.info(f"starting from the weights and tokenizer of {checkpoint} (fine-tuning)")
+        return checkpoint
 
     def _resume(self) -> dict:
         scores = self.trainer.restore(self.resumed_from)
@@ -147,6 +162,7 @@ class Training:
                 device=str(ranks.device),
                 dtype=cfg.run.dtype,
                 processes=ranks.world_size,
+                init_from=str(self.origin) if self.origin else None,
             )
 
     # --- the loop ---------------------------------------------------------------------------
@@ -294,6 +310,15 @@ class Training:
                 shutil.rmtree(old, ignore_errors=True)
         self.last_scores = scores
 
+    def _average(self, count: int) -> None:
+        """train.average_last: the mean of the last `count` kept checkpoints, as `averaged`."""
+        try:
+            target = average_snapshots(self.run_dir, last=count)
+        except UserError as exc:  # a run shorter than `count` validations: it still finished
+            log.warning(f"no averaged checkpoint: {exc}")
+            return
+        log.info(f"averaged the last {count} checkpoints into {target}")
+
     def _stop_on_divergence(self, loss_sum: torch.Tensor, grad_norm: torch.Tensor) -> None:
         """Keep the last finite weights as a crash checkpoint (never `best`) and stop with the step.
 
@@ -325,6 +350,8 @@ class Training:
             return {}
         if self.last_validated != state.step:
             self._validate()
+        if self.cfg.train.average_last:
+            self._average(self.cfg.train.average_last)
         elapsed = round(state.elapsed, 1)
         self.log.write(
             "end", step=state.step, epoch=state.epoch, reason=stop.reason, elapsed=elapsed

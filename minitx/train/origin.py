@@ -1,0 +1,83 @@
+"""Fine-tuning: a new run that starts from the weights and the tokenizer of an earlier one
+(`train.init_from`), with a fresh optimizer, schedule and counters."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from minitx.config import Config, config_to_dict
+from minitx.errors import UserError
+from minitx.run_dir import RunDir
+from minitx.train.checkpoint import find_checkpoint
+
+# Model keys that shape the weights; the others (dropout, window) may differ when fine-tuning.
+SHAPE_KEYS = (
+    "d_model",
+    "n_heads",
+    "n_kv_heads",
+    "n_encoder_layers",
+    "n_decoder_layers",
+    "d_ff",
+    "activation",
+    "norm",
+    "attention",
+    "positions",
+    "max_positions",
+    "tie_embeddings",
+)
+
+
+def find_origin(init_from: str) -> tuple[RunDir, Path]:
+    """The run and the checkpoint directory `train.init_from` names: a run directory (its best
+    checkpoint) or a checkpoint directory inside one (RUN/checkpoints/NAME)."""
+    path = Path(init_from).expanduser()
+    as_run, as_checkpoint = RunDir(path), RunDir(path.parent.parent)
+    if as_run.config_file.is_file():
+        run, checkpoint = as_run, find_checkpoint(as_run.checkpoint("best"))
+    elif path.parent == as_checkpoint.checkpoints_dir and as_checkpoint.config_file.is_file():
+        run, checkpoint = as_checkpoint, find_checkpoint(path)
+    else:
+        raise UserError(
+            f"train.init_from: {init_from} is neither a run directory (with config.yaml) nor a "
+            "checkpoint directory inside one (RUN/checkpoints/NAME)"
+        )
+    if checkpoint is None:
+        raise UserError(
+            f"train.init_from: {init_from} has no checkpoint to start from; train it first"
+        )
+    return run, checkpoint
+
+
+def check_compatible(cfg: Config, origin: RunDir) -> None:
+    """Refuse an origin of the other task or with other weight shapes, naming every difference."""
+    before = origin.config()
+    differences = []
+    if before.task != cfg.task:
+        differences.append(f"task: {before.task!r} → {cfg.task!r}")
+    if cfg.task == "classification" and before.model.pooling != cfg.model.pooling:
+        differences.append(f"model.pooling: {before.model.pooling!r} → {cfg.model.pooling!r}")
+    old, new = config_to_dict(before)["model"], config_to_dict(cfg)["model"]
+    differences += [
+        f"model.{key}: {old[key]!r} → {new[key]!r}" for key in SHAPE_KEYS if old[key] != new[key]
+    ]
+    if differences:
+        raise UserError(
+            f"train.init_from: {origin} does not fit this config ({'; '.join(differences)}); "
+            "fine-tune with the same task and model shape"
+        )
+
+
+def adopt_vocabulary(origin: RunDir, run: RunDir) -> None:
+    """Copy the origin's tokenizer (and label names) into a new run, so that its ids mean what the
+    origin's weights learned; a run that has its own already keeps it."""
+    if run.has_tokenizer():
+        return
+    for source, target in (
+        (origin.tokenizer_file, run.tokenizer_file),
+        (origin.src_tokenizer_file, run.src_tokenizer_file),
+        (origin.tgt_tokenizer_file, run.tgt_tokenizer_file),
+        (origin.labels_file, run.labels_file),
+    ):
+        if source.is_file():
+            shutil.copyfile(source, target)
