@@ -1,9 +1,10 @@
-"""Decoding speed and BLEU of a trained run: greedy and beam 5, with and without the key/value cache.
+"""Decoding speed and BLEU of a trained run: greedy, beam 5, beam 5 with its 5-best list, sampling
+(one and five samples per source), and beam 5 without the key/value cache.
 
     python scripts/bench_decode.py --run-dir runs/multi30k_de_en_raw [--split test] [--quick]
 
 Without the cache the same search recomputes the whole prefix at every step; both must produce the
-same translations. Prints a table and one JSON line.
+same translations. BLEU is of the first (best) hypothesis. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -19,20 +20,14 @@ import datasets
 from minitx.config import DecodeConfig
 from minitx.data.batching import encode_pairs, pad
 from minitx.data.run_data import load_split
-from minitx.decode import beam_search, greedy, translate
+from minitx.decode import beam_search, translate
 from minitx.evaluate import TrainedRun, load_run
 from minitx.metrics import translation_scores
 
 
-def translate_with(
-    run: TrainedRun, src_ids: list[list[int]], cfg: DecodeConfig, use_cache: bool
-) -> list[str]:
-    """`minitx.decode.translate`, with the key/value cache on or off: the same length-sorted
-    batches of `cfg.batch_size`, detokenized text in input order."""
-    if use_cache:
-        return translate(run.model, src_ids, run.codecs, cfg, run.compute)
+def without_cache(run: TrainedRun, src_ids: list[list[int]], cfg: DecodeConfig) -> list[str]:
+    """Beam search as `translate` runs it (length-sorted batches), recomputing every prefix."""
     run.model.eval()
-    search = greedy if cfg.beam_size == 1 else beam_search
     src_codec, tgt_codec = run.codecs.src, run.codecs.tgt
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
     outputs = [""] * len(src_ids)
@@ -40,12 +35,22 @@ def translate_with(
         chosen = order[start : start + cfg.batch_size]
         src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id)
         with run.compute.autocast():
-            ids = search(
+            found = beam_search(
                 run.model, src.to(run.compute.device), tgt_codec.special_ids, cfg, use_cache=False
             )
-        for i, text in zip(chosen, tgt_codec.decode(ids), strict=True):
+        texts = tgt_codec.decode([hypotheses[0].tokens for hypotheses in found])
+        for i, text in zip(chosen, texts, strict=True):
             outputs[i] = text
     return outputs
+
+
+SEARCHES = {
+    "greedy": {"beam_size": 1},
+    "beam5": {"beam_size": 5},
+    "beam5_nbest5": {"beam_size": 5, "n_best": 5},
+    "sample1": {"sample": True, "seed": 1},
+    "sample5_top_p0.9": {"sample": True, "n_best": 5, "top_p": 0.9, "seed": 1},
+}
 
 
 def main() -> None:
@@ -60,26 +65,31 @@ def main() -> None:
     pairs = encode_pairs(load_split(run.config, args.split), run.codecs.src, run.codecs.tgt)
     if args.quick:
         pairs = pairs.subset(100)
-    d = run.config.decode
+    base = replace(run.config.decode, n_best=1, sample=False)
 
     results, outputs = {}, {}
-    for name, beam, cache in (("greedy", 1, True), ("beam5", 5, True), ("beam5_nocache", 5, False)):
+    for name, options in [*SEARCHES.items(), ("beam5_nocache", {"beam_size": 5})]:
+        cfg = replace(base, **options)
         start = time.perf_counter()
-        hypotheses = translate_with(run, pairs.src_ids, replace(d, beam_size=beam), cache)
+        if name.endswith("nocache"):
+            best = without_cache(run, pairs.src_ids, cfg)
+        else:
+            found = translate(run.model, pairs.src_ids, run.codecs, cfg, run.compute)
+            best = [hypotheses[0].text for hypotheses in found]
         seconds = time.perf_counter() - start
-        outputs[name] = hypotheses
+        outputs[name] = best
         results[f"{name}_sents_per_s"] = round(len(pairs) / seconds, 1)
-        results[f"bleu_{name}"] = translation_scores(hypotheses, pairs.tgt_text)["bleu"]
+        results[f"bleu_{name}"] = translation_scores(best, pairs.tgt_text)["bleu"]
 
     results["cached_equals_uncached"] = outputs["beam5"] == outputs["beam5_nocache"]
-    print(f"{'search':<15} {'sents/s':>8} {'BLEU':>6}")
-    for name in ("greedy", "beam5", "beam5_nocache"):
-        print(f"{name:<15} {results[name + '_sents_per_s']:>8.1f} {results['bleu_' + name]:>6.2f}")
-    print(
-        json.dumps(
-            {"split": args.split, "sentences": len(pairs), "dtype": run.config.run.dtype, **results}
-        )
-    )
+    results["nbest_first_equals_beam"] = outputs["beam5"] == outputs["beam5_nbest5"]
+    print(f"{'search':<18} {'sents/s':>8} {'vs beam5':>9} {'BLEU':>6}")
+    for name in [*SEARCHES, "beam5_nocache"]:
+        speed = results[name + "_sents_per_s"]
+        ratio = speed / results["beam5_sents_per_s"]
+        print(f"{name:<18} {speed:>8.1f} {ratio:>8.2f}x {results['bleu_' + name]:>6.2f}")
+    summary = {"split": args.split, "sentences": len(pairs), "dtype": run.config.run.dtype}
+    print(json.dumps({**summary, **results}))
 
 
 if __name__ == "__main__":
