@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--split", default="test")
     parser.add_argument("--quick", action="store_true", help="first 100 sentences only")
+    parser.add_argument("--repeats", type=int, default=3, help="time each search N times")
     args = parser.parse_args()
     datasets.disable_progress_bars()  # as the CLI does: only the results are printed
 
@@ -70,13 +72,15 @@ def main() -> None:
     results, outputs = {}, {}
     for name, options in [*SEARCHES.items(), ("beam5_nocache", {"beam_size": 5})]:
         cfg = replace(base, **options)
-        start = time.perf_counter()
-        if name.endswith("nocache"):
-            best = without_cache(run, pairs.src_ids, cfg)
-        else:
-            found = translate(run.model, pairs.src_ids, run.codecs, cfg, run.compute)
-            best = [hypotheses[0].text for hypotheses in found]
-        seconds = time.perf_counter() - start
+        seconds = math.inf
+        for _ in range(args.repeats):  # the fastest of a few: the machine is shared and noisy
+            start = time.perf_counter()
+            if name.endswith("nocache"):
+                best = without_cache(run, pairs.src_ids, cfg)
+            else:
+                found = translate(run.model, pairs.src_ids, run.codecs, cfg, run.compute)
+                best = [hypotheses[0].text for hypotheses in found]
+            seconds = min(seconds, time.perf_counter() - start)
         outputs[name] = best
         results[f"{name}_sents_per_s"] = round(len(pairs) / seconds, 1)
         results[f"bleu_{name}"] = translation_scores(best, pairs.tgt_text)["bleu"]
