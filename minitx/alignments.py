@@ -25,11 +25,17 @@ def word_starts(tokens: Sequence[str]) -> list[int]:
 
     A token starting with "▁" starts a new word, any other continues the current one; the first
     word token starts word 0 even without "▁", since there is no earlier word it could continue.
+    A bare "▁" starts a word only when a continuation piece follows it (as in "▁" "z" "w" "e"
+    "i"); otherwise it decodes to a space alone, which is no word of the text, and gets -1.
     """
     words: list[int] = []
     current = NO_WORD
-    for token in tokens:
-        if token in NOT_WORDS:
+    for position, token in enumerate(tokens):
+        following = tokens[position + 1] if position + 1 < len(tokens) else None
+        bare_space = token == WORD_START and (
+            following is None or following in NOT_WORDS or following.startswith(WORD_START)
+        )
+        if token in NOT_WORDS or bare_space:
             words.append(NO_WORD)
             continue
         if current == NO_WORD or token.startswith(WORD_START):

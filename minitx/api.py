@@ -157,7 +157,7 @@ def train_group(cfg: Config, run: RunDir, fresh: bool, quiet: bool = False) -> d
 
     from minitx import distributed
     from minitx.progress import show_status
-    from minitx.train.loop import train as train_run
+    from minitx.training.loop import train as train_run
 
     ranks = distributed.join(cfg.run.device)
     try:

@@ -431,7 +431,7 @@ def average(
 
       minitx eval runs/multi30k_de_en_raw --checkpoint averaged --beam 5
     """
-    from minitx.train.average import average_snapshots
+    from minitx.training.average import average_snapshots
 
     _start(quiet)
     if last is not None and steps is not None:

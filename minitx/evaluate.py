@@ -23,7 +23,7 @@ from minitx.model.transformer import Classifier, Seq2Seq, build_run_model
 from minitx.run_dir import RunDir
 from minitx.runtime import Compute
 from minitx.scoring import score_labels, score_pairs
-from minitx.train.checkpoint import find_checkpoint, load_meta, load_weights
+from minitx.training.checkpoint import find_checkpoint, load_meta, load_weights
 
 # Attention maps are drawn one cell per token pair; beyond this many tokens a side the picture is
 # unreadable and its memory grows past what a plot library can allocate.

@@ -33,7 +33,7 @@ from minitx.distributed import Ranks
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
 from minitx.runtime import Compute
-from minitx.train.trainer import Trainer
+from minitx.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 

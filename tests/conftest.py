@@ -78,7 +78,7 @@ run: {{device: cpu, seed: 3, dtype: fp32}}
 
 def train_run(cfg: Config, run_dir: Path, fresh: bool = False) -> dict:
     """What `minitx train` does in-process: prepare the run directory, then train."""
-    from minitx.train.loop import train
+    from minitx.training.loop import train
 
     run = RunDir(run_dir)
     with run.lock():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-import minitx.train.loop as loop
+import minitx.training.loop as loop
 from minitx.cli import main
-from minitx.train.trainer import Trainer
+from minitx.training.trainer import Trainer
 
 rank = int(os.environ["RANK"])
 models = []

@@ -548,6 +548,136 @@ CASES = [
         lambda w, t: ["attention", w["run"], " ".join(["ein hund rennt"] * 1000)],
         ["tokens", "at most 200", "shorter text"],
     ),
+    # --- checkpoint averaging ----------------------------------------------------------------
+    (
+        "average-fewer-snapshots-than-asked",  # the world's run keeps no step_N checkpoints
+        lambda w, t: ["average", w["run"], "--last", "3"],
+        ["averaging the last 3 checkpoints needs 3 kept step_N", "has 0", "train.keep_last >= 3"],
+    ),
+    (
+        "average-default-is-the-last-five",
+        lambda w, t: ["average", w["run"]],
+        ["averaging the last 5 checkpoints needs 5"],
+    ),
+    (
+        "average-unknown-steps",
+        lambda w, t: ["average", w["run"], "--steps", "3,99"],
+        ["no checkpoint step_00000003, step_00000099", "kept: none (set train.keep_last)"],
+    ),
+    (
+        "average-last-and-steps",
+        lambda w, t: ["average", w["run"], "--last", "2", "--steps", "3,6"],
+        ["give --last or --steps, not both"],
+    ),
+    (
+        "average-steps-not-numbers",
+        lambda w, t: ["average", w["run"], "--steps", "3,six"],
+        ["--steps takes step numbers separated by commas, got '3,six'"],
+    ),
+    (
+        "average-steps-empty",
+        lambda w, t: ["average", w["run"], "--steps", ","],
+        ["--steps takes step numbers"],
+    ),
+    ("average-last-one", lambda w, t: ["average", w["run"], "--last", "1"], ["--last"]),
+    ("average-not-a-run", lambda w, t: ["average", t], ["not a minitx run directory"]),
+    (
+        "eval-averaged-before-averaging",
+        lambda w, t: ["eval", w["run"], "--checkpoint", "averaged"],
+        ["no 'averaged' checkpoint"],
+    ),
+    (
+        "average-last-above-keep-last",
+        lambda w, t: [
+            "train",
+            w["config"],
+            "--set",
+            "train.average_last=3",
+            "--set",
+            "train.keep_last=2",
+        ],
+        ["train.average_last (3) needs train.keep_last of at least 3 (got 2)"],
+    ),
+    (
+        "average-last-one-in-the-config",
+        lambda w, t: ["train", w["config"], "--set", "train.average_last=1"],
+        ["train.average_last: must be at least 2, got 1"],
+    ),
+    # --- fine-tuning -------------------------------------------------------------------------
+    (
+        "init-from-missing-path",
+        lambda w, t: ["train", w["config"], "--set", f"train.init_from={t / 'nowhere'}"],
+        ["train.init_from", "nowhere is neither a run directory"],
+    ),
+    (
+        "init-from-another-d-ff",
+        lambda w, t: [
+            "train",
+            w["config"],
+            "--set",
+            f"train.init_from={w['run']}",
+            "--set",
+            "model.d_ff=128",
+        ],
+        ["model.d_ff: 64 → 128", "same task and model shape"],
+    ),
+    (
+        "init-from-a-classification-run",  # its config says classification; refused before loading
+        lambda w, t: [
+            "train",
+            w["config"],
+            "--set",
+            "train.init_from="
+            + str(
+                damaged_run(
+                    w,
+                    t,
+                    lambda r: _write(
+                        r / "config.yaml",
+                        (r / "config.yaml")
+                        .read_text()
+                        .replace("task: translation", "task: classification")
+                        .replace("early_stopping_metric: bleu", "early_stopping_metric: accuracy"),
+                    ),
+                )
+            ),
+        ],
+        ["task: 'classification' → 'translation'"],
+    ),
+    (
+        "init-from-a-translation-run-into-classification",
+        lambda w, t: [
+            "train",
+            classification_config(
+                t, train="text\tlabel\ngood\t1\nbad\t0\n", validation="text\tlabel\ngood\t1\n"
+            ),
+            "--set",
+            f"train.init_from={w['run']}",
+        ],
+        ["task: 'translation' → 'classification'"],
+    ),
+    (
+        "init-from-a-run-without-checkpoints",
+        lambda w, t: [
+            "train",
+            w["config"],
+            "--set",
+            "train.init_from=" + str(damaged_run(w, t, lambda r: shutil.rmtree(r / "checkpoints"))),
+        ],
+        ["has no checkpoint to start from"],
+    ),
+    (
+        "init-from-with-tokenizer-path",
+        lambda w, t: [
+            "train",
+            w["config"],
+            "--set",
+            f"train.init_from={w['run']}",
+            "--set",
+            f"tokenizer.path={w['run'] / 'tokenizer.json'}",
+        ],
+        ["train.init_from brings the earlier run's tokenizer; leave tokenizer.path unset"],
+    ),
 ]
 
 

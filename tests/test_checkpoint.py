@@ -7,8 +7,8 @@ import torch
 
 from minitx.errors import UserError
 from minitx.model.transformer import build_model
-from minitx.train import checkpoint
-from minitx.train.checkpoint import (
+from minitx.training import checkpoint
+from minitx.training.checkpoint import (
     find_checkpoint,
     load_trainer_state,
     load_weights,

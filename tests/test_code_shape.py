@@ -57,7 +57,7 @@ def test_functions_take_few_parameters():
 
 
 def _unit(module: str) -> str:
-    """The node of the import graph: a subpackage (minitx.train) or a top-level module."""
+    """The node of the import graph: a subpackage (minitx.training) or a top-level module."""
     parts = module.split(".")
     return ".".join(parts[:2])
 
@@ -94,7 +94,7 @@ def test_packages_import_each_other_in_one_direction():
 
     cycles = [" → ".join(c) for unit in sorted(edges) if (c := cycle_from(unit, [unit]))]
     assert cycles == []
-    assert "minitx.evaluate" not in edges["minitx.train"]  # validation scores via minitx.scoring
+    assert "minitx.evaluate" not in edges["minitx.training"]  # validation scores via minitx.scoring
 
 
 def test_only_run_dir_spells_the_run_directory_layout():

@@ -9,7 +9,7 @@ from minitx.model.attention import (
 )
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
-from minitx.train.checkpoint import load_weights, save_checkpoint
+from minitx.training.checkpoint import load_weights, save_checkpoint
 
 PAD = 0
 

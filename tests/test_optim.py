@@ -1,4 +1,4 @@
-"""Learning-rate schedules and AdamW parameter groups (minitx/train/optim.py), against formulas
+"""Learning-rate schedules and AdamW parameter groups (minitx/training/optim.py), against formulas
 written out here: linear warmup, then inverse square root (Vaswani et al., 2017, 5.3), cosine or
 constant; weight decay on matrices only, decoupled as in AdamW (Loshchilov & Hutter, 2019)."""
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from minitx.config import ModelConfig, TrainConfig
 from minitx.model.transformer import build_model
-from minitx.train.optim import build_optimizer, build_scheduler, lr_factor
+from minitx.training.optim import build_optimizer, build_scheduler, lr_factor
 
 
 def _expected(step: int, schedule: str, warmup: int, max_steps: int, min_ratio: float) -> float:

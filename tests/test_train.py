@@ -146,7 +146,7 @@ def test_non_finite_loss_stops_with_a_crash_checkpoint_that_never_becomes_best(
     parallel_dir, tmp_path, monkeypatch
 ):
     from minitx.errors import UserError
-    from minitx.train import trainer
+    from minitx.training import trainer
 
     cfg = _config(parallel_dir, max_steps=8, eval_every=2, log_every=1)
     real_loss = trainer.summed_loss  # the training step's; validation binds its own

@@ -26,8 +26,8 @@ from minitx.distributed import Ranks
 from minitx.errors import UserError
 from minitx.objective import logits_and_targets, summed_loss
 from minitx.runtime import Compute
-from minitx.train.checkpoint import load_meta, load_trainer_state, load_weights, save_checkpoint
-from minitx.train.optim import build_optimizer, build_scheduler
+from minitx.training.checkpoint import load_meta, load_trainer_state, load_weights, save_checkpoint
+from minitx.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from minitx.errors import UserError
 from minitx.run_dir import RunDir
-from minitx.train.checkpoint import average_checkpoints
+from minitx.training.checkpoint import average_checkpoints
 
 
 def average_snapshots(run: RunDir, last: int | None = None, steps: list[int] | None = None) -> Path:

@@ -35,16 +35,16 @@ from minitx.progress import bar, log_to_file
 from minitx.run_dir import RunDir, config_differences
 from minitx.runtime import Compute
 from minitx.scoring import score_labels, score_pairs
-from minitx.train.average import average_snapshots
-from minitx.train.checkpoint import (
+from minitx.training.average import average_snapshots
+from minitx.training.checkpoint import (
     check_free_space,
     find_checkpoint,
     link_checkpoint,
     load_weights,
     recover_checkpoints,
 )
-from minitx.train.origin import adopt_vocabulary, check_compatible, find_origin
-from minitx.train.trainer import Trainer
+from minitx.training.origin import adopt_vocabulary, check_compatible, find_origin
+from minitx.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from minitx.config import Config, config_to_dict
 from minitx.errors import UserError
 from minitx.run_dir import RunDir
-from minitx.train.checkpoint import find_checkpoint
+from minitx.training.checkpoint import find_checkpoint
 
 # Model keys that shape the weights; the others (dropout, window) may differ when fine-tuning.
 SHAPE_KEYS = (
