@@ -362,7 +362,13 @@ def _prediction_line(text: str, prediction, as_json: bool) -> str:
 @app.command()
 def attention(
     run_dir: Path = RUN_DIR,
-    text: str = typer.Argument(..., help="The sentence (or text) to look at."),
+    text: str | None = typer.Argument(None, help="The sentence (or text) to look at."),
+    input_file: Path | None = typer.Option(
+        None, "--input", "-i", help="With --html: one page with an example per line of this file."
+    ),
+    as_html: bool = typer.Option(
+        False, "--html", help="Write one interactive, self-contained page: OUT/attention.html."
+    ),
     layer: int | None = typer.Option(None, "--layer", min=0, help="Only this layer (from 0)."),
     head: int | None = typer.Option(None, "--head", min=0, help="Only this head (from 0)."),
     out: Path | None = typer.Option(
@@ -371,7 +377,9 @@ def attention(
     checkpoint: str = CHECKPOINT,
     quiet: bool = QUIET,
 ) -> None:
-    """Draw attention maps: PNG heatmaps (a grid of heads per layer) and the raw weights as JSON.
+    """Draw attention maps: PNG heatmaps (a grid of heads per layer) and the raw weights as JSON,
+    or with --html one interactive page (layers, heads, lines and matrix views) that opens from
+    file:// with nothing loaded from the network.
 
     Translation runs: the sentence is translated (greedy), then encoder self-attention, decoder
     self-attention and cross-attention are drawn. Classification runs: encoder self-attention and
@@ -381,33 +389,69 @@ def attention(
 
       minitx attention runs/multi30k_de_en_raw "Ein Hund rennt durch den Park."
 
+      minitx attention runs/multi30k_de_en_raw "Ein Hund rennt durch den Park." --html
+
+      minitx attention runs/quickstart --input numbers.txt --html --out pages/
+
       minitx attention runs/quickstart "three hundred forty two" --layer 1 --head 0 --out maps/
     """
     from minitx.api import load
-    from minitx.plots import draw_attention_maps
 
     _start(quiet)
+    texts = [text] if text is not None else []
+    if input_file is not None:
+        if text is not None or not as_html:
+            raise UserError("--input takes the place of TEXT and needs --html")
+        texts = [line for batch in _input_batches(None, input_file, 1000) for line in batch]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UserError("give a non-empty text to look at")
     run = RunDir(run_dir)
     model = load(run_dir, checkpoint)
-    cfg = model.config.model
-    n_layers = cfg.n_encoder_layers
-    if model.task == "translation":
-        n_layers = max(n_layers, cfg.n_decoder_layers)
-    if layer is not None and layer >= n_layers:
-        raise UserError(f"--layer {layer}: the model has layers 0 to {n_layers - 1}")
-    if head is not None and head >= cfg.n_heads:
-        raise UserError(f"--head {head}: the model has heads 0 to {cfg.n_heads - 1}")
-    if not text.strip():
-        raise UserError("give a non-empty text to look at")
-    maps = model.attention(text)
+    _check_layer_and_head(model.config, layer, head)
+    examples = [model.attention(t) for t in texts]
+    out = out or run.attention_dir
+    if as_html:
+        _write_attention_page(model.config, examples, out / "attention.html", run.name)
+        return
+    maps = examples[0]
     if "translation" in maps:
         typer.echo(f"translation: {maps['translation']}")
     if "prediction" in maps:
         typer.echo(
             f"prediction: {maps['prediction']['label']} ({maps['prediction']['probability']})"
         )
-    for path in draw_attention_maps(maps, out or run.attention_dir, run.name, layer, head):
+    from minitx.plots import draw_attention_maps
+
+    for path in draw_attention_maps(maps, out, run.name, layer, head):
         typer.echo(f"wrote {path}")
+
+
+def _check_layer_and_head(cfg, layer: int | None, head: int | None) -> None:
+    n_layers = cfg.model.n_encoder_layers
+    if cfg.task == "translation":
+        n_layers = max(n_layers, cfg.model.n_decoder_layers)
+    if layer is not None and layer >= n_layers:
+        raise UserError(f"--layer {layer}: the model has layers 0 to {n_layers - 1}")
+    if head is not None and head >= cfg.model.n_heads:
+        raise UserError(f"--head {head}: the model has heads 0 to {cfg.model.n_heads - 1}")
+
+
+def _write_attention_page(cfg, examples: list[dict], path: Path, name: str) -> None:
+    """The page, and the same numbers as JSON beside it (attention.json)."""
+    from minitx.attention_page import page_data, write_attention_page
+
+    pooling = cfg.model.pooling if cfg.task == "classification" else None
+    data = page_data(
+        [{**maps, "pooling": pooling} for maps in examples],
+        f"{name}: attention",
+        cfg.model.window,
+        cfg.model.dilation,
+    )
+    write_attention_page(data, path)
+    path.with_suffix(".json").write_text(json.dumps(data, ensure_ascii=False) + "\n", "utf-8")
+    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {path.with_suffix('.json')}")
 
 
 @app.command()
