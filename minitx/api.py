@@ -108,6 +108,8 @@ class Model:
     def evaluate(self, split: str = "test", **options: Any) -> dict:
         """Score a split of the run's data (a role or the data's own split name), as `minitx
         eval` does, writing RUN_DIR/eval/<split>.*; `options` override decode settings."""
+        # Only the best hypothesis is scored: n-best and alignments do not apply.
+        options = {**options, "n_best": 1, "alignments": False}
         return evaluate_split(self.trained, split, self.decode_config(**options))
 
     def attention(self, text: str) -> dict:
@@ -140,10 +142,9 @@ def train(
     `run_dir` defaults to runs/<config file name> (runs/run for a Config). Inside a torchrun group
     every process calls this, and only rank 0 returns the scores (the others get {})."""
     if isinstance(config, Config):
-        cfg = config
-        if overrides:
-            raw = apply_overrides(config_to_dict(cfg), tuple(overrides))
-            cfg = config_from_dict(raw, source="overrides")
+        # Through the same validation as a file: cross-field checks, resolved defaults.
+        raw = apply_overrides(config_to_dict(config), tuple(overrides))
+        cfg = config_from_dict(raw, source="config")
         default_dir = Path("runs") / "run"
     else:
         cfg, default_dir = load_config(config, overrides), Path("runs") / Path(config).stem

@@ -269,12 +269,12 @@ def translate(
     for lines in _input_batches(texts, input_file, decode.batch_size):
         found = _for_non_empty(lines, lambda some: model.translate(some, **options))
         _print_lines(
-            _translation_lines(line, translation, output_format)
+            _translation_lines(line, translation, output_format, decode.n_best)
             for line, translation in zip(lines, found, strict=True)
         )
 
 
-def _translation_lines(source: str, translation, output_format: str) -> str:
+def _translation_lines(source: str, translation, output_format: str, n_best: int) -> str:
     """What `translate` prints for one input line (several lines with n-best in text format)."""
     from minitx.alignments import format_alignments
 
@@ -282,12 +282,13 @@ def _translation_lines(source: str, translation, output_format: str) -> str:
     if output_format == "jsonl":
         record = {"source": source, "hypotheses": [_hypothesis_record(h) for h in hypotheses]}
         return json.dumps(record, ensure_ascii=False)
-    if not hypotheses:
-        return ""
-    return "\n".join(
+    lines = [
         h.text + ("\t" + format_alignments(h.alignment) if h.alignment is not None else "")
         for h in hypotheses
-    )
+    ]
+    # Exactly n_best lines per input, empty ones included, so that line k of the output belongs
+    # to input k // n_best.
+    return "\n".join(lines + [""] * (n_best - len(lines)))
 
 
 def _hypothesis_record(hypothesis) -> dict:
@@ -604,6 +605,9 @@ def main() -> None:
         _fail(str(exc) if os.environ.get("RANK", "0") == "0" else "", 128 + exc.signal_number)
     except (KeyboardInterrupt, typer.Abort):
         _fail("interrupted", 130)
+    except BrokenPipeError:  # `minitx translate … | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        raise SystemExit(141) from None  # 128 + SIGPIPE, as a shell reports it
     raise SystemExit(code if isinstance(code, int) else 0)
 
 

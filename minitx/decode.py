@@ -10,7 +10,9 @@ the reference the cache is tested against. Every search returns, per source, a r
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -67,25 +69,37 @@ def greedy(
 
 @torch.no_grad()
 def sample(
-    model: Seq2Seq,
-    src: torch.Tensor,
-    ids: SpecialIds,
-    cfg: DecodeConfig,
-    use_cache: bool = True,
-    generator: torch.Generator | None = None,
+    model: Seq2Seq, src: torch.Tensor, ids: SpecialIds, cfg: DecodeConfig, use_cache: bool = True
 ) -> list[list[Hypothesis]]:
     """`cfg.n_best` samples per source, each token drawn from the model's distribution reshaped by
-    `temperature`, `top_k` and `top_p` (Holtzman et al., 2020); ranked by score."""
-    draw = functools.partial(_draw, cfg=cfg, generator=generator)
+    `temperature`, `top_k` and `top_p` (Holtzman et al., 2020); ranked by score.
+
+    The draws of a sample depend only on `cfg.seed`, its source and which copy it is, never on the
+    other sources in the batch: the same seed gives the same samples however the input is split
+    into batches or streamed. Without a seed, one is drawn from the OS."""
+    seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(7), "little")
+    keys = torch.tensor(
+        [
+            _key(seed, row[row != ids.pad_id].tolist(), copy)
+            for row in src.cpu()
+            for copy in range(cfg.n_best)
+        ],
+        dtype=torch.long,
+        device=src.device,
+    )
+    draw = functools.partial(_draw, cfg=cfg, keys=keys)
     return _token_by_token(model, src, ids, cfg, draw, use_cache)
 
 
-def _most_likely(log_probs: torch.Tensor) -> torch.Tensor:
+def _most_likely(log_probs: torch.Tensor, step: int) -> torch.Tensor:
     return log_probs.argmax(dim=-1)
 
 
-def _draw(log_probs: torch.Tensor, cfg: DecodeConfig, generator) -> torch.Tensor:
-    """One token per row, drawn from softmax(log_probs / temperature) within top-k and top-p."""
+def _draw(
+    log_probs: torch.Tensor, step: int, cfg: DecodeConfig, keys: torch.Tensor
+) -> torch.Tensor:
+    """One token per row, drawn from softmax(log_probs / temperature) within top-k and top-p, by
+    inverting the cumulative distribution at the row's uniform number for this step."""
     logits = log_probs / cfg.temperature
     if cfg.top_k is not None and cfg.top_k < logits.shape[-1]:
         kth = logits.topk(cfg.top_k, dim=-1).values[:, -1:]
@@ -96,7 +110,37 @@ def _draw(log_probs: torch.Tensor, cfg: DecodeConfig, generator) -> torch.Tensor
         # Keep each token whose more likely predecessors have not yet reached p (the first always).
         ordered = ordered.masked_fill(before >= cfg.top_p, -math.inf)
         logits = torch.full_like(logits, -math.inf).scatter(-1, order, ordered)
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+    cumulative = logits.double().softmax(dim=-1).cumsum(dim=-1)  # (N, V)
+    target = _uniform(keys, step).unsqueeze(1) * cumulative[:, -1:]
+    # right=True: the first token whose cumulative probability exceeds the target, never one
+    # with zero probability.
+    chosen = torch.searchsorted(cumulative, target, right=True).squeeze(1)
+    return chosen.clamp(max=logits.shape[-1] - 1)
+
+
+def _key(seed: int, source: list[int], copy: int) -> int:
+    """A 63-bit key of (seed, source tokens, copy) for `_uniform`."""
+    digest = hashlib.blake2b(f"{seed}:{copy}:{source}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _uniform(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """A number in [0, 1) per key and step: splitmix64 of (key, step) (Steele et al., 2014), in
+    int64 arithmetic that wraps; right shifts are made logical with masks."""
+
+    def shift(z: torch.Tensor, bits: int) -> torch.Tensor:
+        return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+    z = keys + torch.full_like(keys, step + 1) * _signed(0x9E3779B97F4A7C15)
+    z = (z ^ shift(z, 30)) * _signed(0xBF58476D1CE4E5B9)
+    z = (z ^ shift(z, 27)) * _signed(0x94D049BB133111EB)
+    z = z ^ shift(z, 31)
+    return shift(z, 11).double() / float(1 << 53)
+
+
+def _signed(constant: int) -> int:
+    """A 64-bit constant as the int64 with the same bits."""
+    return constant - (1 << 64) if constant >= 1 << 63 else constant
 
 
 def _token_by_token(model, src, ids: SpecialIds, cfg: DecodeConfig, choose, use_cache: bool):
@@ -114,7 +158,7 @@ def _token_by_token(model, src, ids: SpecialIds, cfg: DecodeConfig, choose, use_
     log_prob = torch.zeros(rows, device=device)
     for step in range(int(limits.max())):
         log_probs = _next_log_probs(model, tokens, memory, src_mask, cache)  # (B·N, V)
-        next_tokens = torch.where(step >= limits - 1, ids.eos_id, choose(log_probs))
+        next_tokens = torch.where(step >= limits - 1, ids.eos_id, choose(log_probs, step))
         next_tokens = torch.where(finished, ids.pad_id, next_tokens)
         chosen = log_probs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)
         log_prob += torch.where(finished, 0.0, chosen)
@@ -152,7 +196,7 @@ def beam_search(
     scores[:, 1:] = -math.inf  # all beams start identical: expand only the first
     tokens = torch.full((batch * k, 1), ids.bos_id, dtype=torch.long, device=device)
     beam_base = torch.arange(batch, device=device).unsqueeze(1) * k  # (B, 1)
-    finished = _Finished(batch, cfg.length_penalty)
+    finished = _Finished(batch, k, cfg.length_penalty)
 
     for step in range(int(limits.max())):
         log_probs = _next_log_probs(model, tokens, memory, src_mask, cache)  # (B·K, V)
@@ -168,7 +212,7 @@ def beam_search(
         ends = (new_token == ids.eos_id) & torch.isfinite(top_scores)
 
         finished.add(tokens, top_scores[:, :k], origin[:, :k], ends[:, :k])
-        if finished.done(k):
+        if finished.done():
             break
         # The K best candidates that do not end here live on.
         scores, keep = top_scores.masked_fill(ends, -math.inf).topk(k, dim=1)
@@ -184,8 +228,8 @@ def beam_search(
 class _Finished:
     """Per sentence, the hypotheses that have ended (with EOS), and their scores."""
 
-    def __init__(self, batch: int, length_penalty: float):
-        self.length_penalty = length_penalty
+    def __init__(self, batch: int, beam_size: int, length_penalty: float):
+        self.beam_size, self.length_penalty = beam_size, length_penalty
         self.hypotheses: list[list[Hypothesis]] = [[] for _ in range(batch)]
 
     def add(self, tokens, log_probs, origin, ends) -> None:
@@ -194,17 +238,26 @@ class _Finished:
         if not bool(ends.any()):
             return
         length = tokens.shape[1]  # BOS + the prefix's tokens = the tokens with EOS
+        # A sentence that had its K finished hypotheses before this step takes no more: its beams
+        # only run on because others in the batch do, and its result must not depend on them.
+        done = [len(found) >= self.beam_size for found in self.hypotheses]
         for sentence, candidate in ends.nonzero().tolist():
+            if done[sentence]:
+                continue
             total = float(log_probs[sentence, candidate])
             prefix = tokens[origin[sentence, candidate], 1:].tolist()
             score = total / length**self.length_penalty
             self.hypotheses[sentence].append(Hypothesis(prefix, total, score))
 
-    def done(self, beam_size: int) -> bool:
-        return all(len(found) >= beam_size for found in self.hypotheses)
+    def done(self) -> bool:
+        return all(len(found) >= self.beam_size for found in self.hypotheses)
 
     def best(self, n: int) -> list[list[Hypothesis]]:
         return [sorted(found, key=lambda h: -h.score)[:n] for found in self.hypotheses]
+
+
+def _sample_with_seed(model, src, ids, cfg: DecodeConfig, seed: int):
+    return sample(model, src, ids, replace(cfg, seed=seed))
 
 
 def translate(
@@ -219,12 +272,9 @@ def translate(
     search with `cfg.beam_size` > 1, else greedy."""
     model.eval()
     if cfg.sample:
-        generator = torch.Generator(compute.device)
-        if cfg.seed is None:
-            generator.seed()  # from the OS: different draws every call
-        else:
-            generator.manual_seed(cfg.seed)
-        search = functools.partial(sample, generator=generator)
+        # One seed for the whole call, so that batches do not repeat each other's draws.
+        seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(7), "little")
+        search = functools.partial(_sample_with_seed, seed=seed)
     else:
         search = greedy if cfg.beam_size == 1 else beam_search
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))

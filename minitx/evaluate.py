@@ -108,6 +108,7 @@ def _evaluate_translation(trained: TrainedRun, split: str, decode: DecodeConfig)
         **scores,
         "decoding": {
             "beam_size": decode.beam_size,
+            "sample": decode.sample,
             "length_penalty": decode.length_penalty,
             "max_len_ratio": decode.max_len_ratio,
             "max_len_offset": decode.max_len_offset,

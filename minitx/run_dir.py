@@ -111,6 +111,11 @@ class RunDir:
         suffixes = (".json", ".hyp", ".pred", ".confusion.png")
         return EvalFiles(*(self.eval_dir / f"{split}{suffix}" for suffix in suffixes))
 
+    def is_run(self) -> bool:
+        """config.yaml beside what training writes: a run, not a project folder with a config."""
+        written = self.metrics_file.is_file() or self.checkpoints_dir.is_dir()
+        return self.config_file.is_file() and (written or self.has_tokenizer())
+
     def has_tokenizer(self) -> bool:
         return self.tokenizer_file.is_file() or self.src_tokenizer_file.is_file()
 
@@ -170,13 +175,17 @@ class RunDir:
         if fresh and self.root.exists():
             # The lock file stays: this process holds it while it trains.
             entries = [entry for entry in self.root.iterdir() if entry != self.lock_file]
-            if entries and not self.config_file.is_file():
+            if entries and not self.is_run():
                 raise UserError(
                     f"--fresh deletes run directories only, and {self.root} is not one "
-                    f"(no {self.config_file.name})"
+                    f"(no {self.config_file.name} with {self.metrics_file.name} or "
+                    f"{self.checkpoints_dir.name}/)"
                 )
-            for entry in entries:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            for entry in entries:  # a link is removed, never followed
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
             self._config = None
         previous = self.config() if self.config_file.is_file() else None
         if previous is not None:

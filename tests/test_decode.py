@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -255,8 +257,7 @@ def _teacher_forced_log_prob(model, row_src, tokens) -> float:
 
 
 def _draws(model, src, cfg, seed, use_cache=True):
-    generator = torch.Generator().manual_seed(seed)
-    found = sample(model, src, IDS, cfg, use_cache=use_cache, generator=generator)
+    found = sample(model, src, IDS, replace(cfg, seed=seed), use_cache=use_cache)
     return [[h.tokens for h in hypotheses] for hypotheses in found]
 
 
@@ -315,7 +316,7 @@ def test_sampling_with_the_cache_equals_without(tiny_model_config):
 def test_samples_carry_their_log_probability_and_stay_within_top_k(tiny_model_config):
     model, src = _model(tiny_model_config), _sources()
     cfg = DecodeConfig(sample=True, n_best=2, top_k=3)
-    found = sample(model, src, IDS, cfg, generator=torch.Generator().manual_seed(0))
+    found = sample(model, src, IDS, replace(cfg, seed=0))
     for row, hypotheses in zip(src, found, strict=True):
         for h in hypotheses:
             assert h.log_prob == pytest.approx(
@@ -326,3 +327,28 @@ def test_samples_carry_their_log_probability_and_stay_within_top_k(tiny_model_co
                 logits = model(row[row != PAD][None], torch.tensor([[BOS, *h.tokens]]))[0]
             top3 = logits.topk(3, dim=-1).indices.tolist()
             assert all(token in top3[t] for t, token in enumerate(h.tokens))
+
+
+def test_a_sentence_draws_the_same_samples_alone_or_in_any_batch(tiny_model_config):
+    """Streamed input is batched by arrival: a sample may not depend on its neighbours."""
+    model, src = _model(tiny_model_config), _sources()
+    cfg = DecodeConfig(sample=True, n_best=2, seed=5)
+    together = _draws(model, src, cfg, seed=5)
+    alone = [_draws(model, src[i : i + 1, : int((src[i] != PAD).sum())], cfg, seed=5)[0]
+             for i in range(len(src))]  # fmt: skip
+    assert alone == together
+
+
+def test_beam_search_of_a_sentence_does_not_depend_on_its_batch(tiny_model_config):
+    """A sentence whose K hypotheses have finished takes no later ones, even while a longer
+    neighbour keeps the batch decoding (an EOS-heavy model ends short sentences early)."""
+    model, src = _model(tiny_model_config), _sources()
+    decode, lift = model.decode, torch.zeros(30)
+    lift[EOS] = 2.5
+    model.decode = lambda *args, **kwargs: decode(*args, **kwargs) + lift
+    cfg = _beam(3, n_best=3)
+    together = beam_search(model, src, IDS, cfg)
+    for i in range(len(src)):
+        row = src[i : i + 1, : int((src[i] != PAD).sum())]
+        (alone,) = beam_search(model, row, IDS, cfg)
+        assert [h.tokens for h in alone] == [h.tokens for h in together[i]]

@@ -40,7 +40,11 @@ def save_checkpoint(
 def average_checkpoints(sources: list[Path], target: Path) -> None:
     """Save the element-wise mean of the weights of `sources` as a weights-only checkpoint at
     `target` (Vaswani et al., 2017 averaged their last 5 or 20 checkpoints)."""
-    weights = [load_file(str(source / WEIGHTS)) for source in sources]
+    try:
+        weights = [load_file(str(source / WEIGHTS)) for source in sources]
+    except (SafetensorError, OSError) as exc:  # removed by a training that pruned it, or damaged
+        reason = str(exc).splitlines()[0][:200]
+        raise UserError(f"cannot read a checkpoint to average ({reason})") from None
     if any(w.keys() != weights[0].keys() for w in weights):
         raise UserError(
             f"the checkpoints {', '.join(s.name for s in sources)} hold different tensors; they "

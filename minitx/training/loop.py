@@ -376,6 +376,6 @@ def validation_scores(
     if cfg.task == "classification":
         report = score_labels(model, valid, data.codecs.src, data.labels, batch_tokens, compute)
         return {key: report[key] for key in ("loss", "accuracy", "macro_f1")}
-    greedy = replace(cfg.decode, beam_size=1)
+    greedy = replace(cfg.decode, beam_size=1, n_best=1, sample=False)  # the same every time
     scores, _ = score_pairs(model, valid, data.codecs, greedy, batch_tokens, compute)
     return scores
