@@ -311,18 +311,7 @@ class Config:
                 "the synthetic task is translation; for classification set data.path to a "
                 "directory or a Hub dataset id"
             )
-        decode = self.decode
-        if decode.n_best > decode.beam_size and not decode.sample:
-            errors.append(
-                f"decode.n_best ({decode.n_best}) must be at most decode.beam_size "
-                f"({decode.beam_size}), or sample with decode.sample: true"
-            )
-        if decode.sample and decode.temperature <= 0:
-            errors.append(
-                "decode.temperature must be above 0 (a small value samples almost greedily)"
-            )
-        if decode.top_p <= 0:
-            errors.append(f"decode.top_p must be in (0, 1], got {decode.top_p}")
+        errors.extend(self._decode_errors())
         if self.train.init_from and self.tokenizer.path:
             errors.append(
                 "train.init_from brings the earlier run's tokenizer; leave tokenizer.path unset"
@@ -338,6 +327,23 @@ class Config:
                 parse_duration(self.train.max_time)
             except ValueError as exc:
                 errors.append(f"train.max_time: {exc}")
+        return errors
+
+    def _decode_errors(self) -> list[str]:
+        """Checks between decode keys."""
+        errors = []
+        decode = self.decode
+        if decode.n_best > decode.beam_size and not decode.sample:
+            errors.append(
+                f"decode.n_best ({decode.n_best}) must be at most decode.beam_size "
+                f"({decode.beam_size}), or sample with decode.sample: true"
+            )
+        if decode.sample and decode.temperature <= 0:
+            errors.append(
+                "decode.temperature must be above 0 (a small value samples almost greedily)"
+            )
+        if decode.top_p <= 0:
+            errors.append(f"decode.top_p must be in (0, 1], got {decode.top_p}")
         return errors
 
 
