@@ -248,6 +248,8 @@ fill($("example"), DATA.examples.map((ex, n) => [n, `${n + 1}: ${ex.source_token
   .slice(0, 60)}`]));
 $("example").onchange = chooseExample; $("kind").onchange = chooseKind;
 $("layer").onchange = chooseLayer; $("head").onchange = draw;
+const wanted = /#example=(\\d+)/.exec(location.hash);  // a link to one example (the run report)
+if (wanted && +wanted[1] < DATA.examples.length) $("example").value = wanted[1];
 chooseExample();
 </script></body></html>
 """

@@ -494,6 +494,26 @@ def average(
 
 
 @app.command()
+def report(run_dir: Path = RUN_DIR, checkpoint: str = CHECKPOINT, quiet: bool = QUIET) -> None:
+    """Write RUN_DIR/report.html: what was trained, the curves, every evaluated split with its
+    signature, the confusion matrix (classification) or the best and worst sample translations
+    linked to their attention (translation). Works on a run that is still training.
+
+    Example:
+
+      minitx eval runs/quickstart && minitx report runs/quickstart
+    """
+    import datasets
+
+    from minitx.report import build_report
+
+    _start(quiet)
+    datasets.disable_progress_bars()
+    for path in build_report(RunDir(run_dir), checkpoint):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
 def plot(run_dir: Path = RUN_DIR, quiet: bool = QUIET) -> None:
     """Draw training loss, learning rate and validation metrics from metrics.jsonl as PNG curves.
 
