@@ -99,3 +99,23 @@ def test_in_chromium_the_report_shows_and_links_to_the_attention_of_a_sample(rep
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         browser.quit()
+
+
+def test_a_classifier_report_shows_its_confusion_matrix(tmp_path):
+    from test_classification import _config_yaml, _sentences, _write_tsv
+
+    data = tmp_path / "sst"
+    _write_tsv(data / "train.tsv", "sentence", _sentences(240, seed=1))
+    _write_tsv(data / "dev.tsv", "content", _sentences(40, seed=2))
+    _write_tsv(data / "test.tsv", "content", _sentences(30, seed=3))
+    train_run(config_from_dict(yaml.safe_load(_config_yaml(data))), tmp_path / "run")
+    assert minitx("eval", tmp_path / "run", "-q").returncode == 0
+    assert minitx("report", tmp_path / "run", "-q").returncode == 0
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    matrix = json.loads((tmp_path / "run/eval/test.json").read_text())["confusion_matrix"]
+    table = re.search(r"<table class='confusion'>(.*?)</table>", page, re.S).group(1)
+    cells = [
+        [int(n) for n in re.findall(r"<td>(\d+)</td>", row)] for row in table.split("</tr>")[1:-1]
+    ]
+    assert cells == matrix["matrix"] and sum(map(sum, cells)) == 30
+    assert "classification" in page and not (tmp_path / "run" / "report_attention.html").exists()
