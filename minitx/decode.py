@@ -274,27 +274,19 @@ class _Finished:
         return [sorted(found, key=lambda h: -h.score)[:n] for found in self.hypotheses]
 
 
-def _sample_with_seed(model, src, ids, cfg: DecodeConfig, seed: int):
-    return sample(model, src, ids, replace(cfg, seed=seed))
-
-
 def translate(
     model: Seq2Seq,
     src_ids: list[list[int]],
     codecs: Codecs,
     cfg: DecodeConfig,
     compute: Compute,
+    use_cache: bool = True,
 ) -> list[list[Hypothesis]]:
     """Decode many sources in length-sorted batches of `cfg.batch_size`; return each source's
     hypotheses (best first, with their text), in input order. Sampling with `cfg.sample`, else beam
-    search with `cfg.beam_size` > 1, else greedy."""
+    search with `cfg.beam_size` > 1, else greedy; `use_cache=False` recomputes every prefix."""
     model.eval()
-    if cfg.sample:
-        # One seed for the whole call, so that batches do not repeat each other's draws.
-        seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(7), "little")
-        search = functools.partial(_sample_with_seed, seed=seed)
-    else:
-        search = greedy if cfg.beam_size == 1 else beam_search
+    search = sample if cfg.sample else greedy if cfg.beam_size == 1 else beam_search
     order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
     outputs: list[list[Hypothesis]] = [[] for _ in src_ids]
     src_codec, tgt_codec = codecs.src, codecs.tgt
@@ -302,7 +294,7 @@ def translate(
         chosen = order[start : start + cfg.batch_size]
         src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id)
         with compute.autocast():
-            found = search(model, src.to(compute.device), tgt_codec.special_ids, cfg)
+            found = search(model, src.to(compute.device), tgt_codec.special_ids, cfg, use_cache)
         for i, hypotheses in zip(chosen, found, strict=True):
             texts = tgt_codec.decode([h.tokens for h in hypotheses])
             outputs[i] = [replace(h, text=text) for h, text in zip(hypotheses, texts, strict=True)]

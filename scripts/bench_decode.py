@@ -18,32 +18,11 @@ from pathlib import Path
 
 import datasets
 
-from minitx.config import DecodeConfig
-from minitx.data.batching import encode_pairs, pad
+from minitx.data.batching import encode_pairs
 from minitx.data.run_data import load_split
-from minitx.decode import beam_search, translate
-from minitx.evaluate import TrainedRun, load_run
+from minitx.decode import translate
+from minitx.evaluate import load_run
 from minitx.metrics import translation_scores
-
-
-def without_cache(run: TrainedRun, src_ids: list[list[int]], cfg: DecodeConfig) -> list[str]:
-    """Beam search as `translate` runs it (length-sorted batches), recomputing every prefix."""
-    run.model.eval()
-    src_codec, tgt_codec = run.codecs.src, run.codecs.tgt
-    order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
-    outputs = [""] * len(src_ids)
-    for start in range(0, len(order), cfg.batch_size):
-        chosen = order[start : start + cfg.batch_size]
-        src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id)
-        with run.compute.autocast():
-            found = beam_search(
-                run.model, src.to(run.compute.device), tgt_codec.special_ids, cfg, use_cache=False
-            )
-        texts = tgt_codec.decode([hypotheses[0].tokens for hypotheses in found])
-        for i, text in zip(chosen, texts, strict=True):
-            outputs[i] = text
-    return outputs
-
 
 SEARCHES = {
     "greedy": {"beam_size": 1},
@@ -75,11 +54,9 @@ def main() -> None:
         seconds = math.inf
         for _ in range(args.repeats):  # the fastest of a few: the machine is shared and noisy
             start = time.perf_counter()
-            if name.endswith("nocache"):
-                best = without_cache(run, pairs.src_ids, cfg)
-            else:
-                found = translate(run.model, pairs.src_ids, run.codecs, cfg, run.compute)
-                best = [hypotheses[0].text for hypotheses in found]
+            cache = not name.endswith("nocache")
+            found = translate(run.model, pairs.src_ids, run.codecs, cfg, run.compute, cache)
+            best = [hypotheses[0].text for hypotheses in found]
             seconds = min(seconds, time.perf_counter() - start)
         outputs[name] = best
         results[f"{name}_sents_per_s"] = round(len(pairs) / seconds, 1)
