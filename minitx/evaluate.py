@@ -236,15 +236,16 @@ def attention_maps(trained: TrainedRun, text: str) -> dict:
     _check_drawable(len(ids), "the text")
     src = torch.tensor([ids], device=device)
     result: dict = {"source_tokens": [codec.tokenizer.id_to_token(i) for i in ids], "maps": []}
+    if translation:  # decoded before recording starts: the search needs no weights kept
+        greedy = replace(trained.config.decode, beam_size=1, n_best=1, sample=False)
+        ((best, *_),) = translate_texts(trained, [text], greedy)
+        result["translation"] = best.text
+        tgt_codec = trained.codecs.tgt
+        tgt_ids = [tgt_codec.bos_id, *tgt_codec.encode([result["translation"]])[0]]
+        _check_drawable(len(tgt_ids), "its translation")
+        result["target_tokens"] = [tgt_codec.tokenizer.id_to_token(i) for i in tgt_ids]
     with recording_attention(model), trained.compute.autocast():
         if translation:
-            greedy = replace(trained.config.decode, beam_size=1, n_best=1, sample=False)
-            ((best, *_),) = translate_texts(trained, [text], greedy)
-            result["translation"] = best.text
-            tgt_codec = trained.codecs.tgt
-            tgt_ids = [tgt_codec.bos_id, *tgt_codec.encode([result["translation"]])[0]]
-            _check_drawable(len(tgt_ids), "its translation")
-            result["target_tokens"] = [tgt_codec.tokenizer.id_to_token(i) for i in tgt_ids]
             model(src, torch.tensor([tgt_ids], device=device))
         else:
             probabilities = model(src).float().softmax(-1)[0]
