@@ -76,6 +76,13 @@ run: {{device: cpu, seed: 3, dtype: fp32}}
 """
 
 
+def write_tiny_config(root: Path) -> Path:
+    """The tiny data under root/data and root/tiny.yaml reading it; returns the config path."""
+    config = root / "tiny.yaml"
+    config.write_text(tiny_config_yaml(str(write_splits(root / "data"))))
+    return config
+
+
 def train_run(cfg: Config, run_dir: Path, fresh: bool = False) -> dict:
     """What `minitx train` does in-process: prepare the run directory, then train."""
     from minitx.training.loop import train

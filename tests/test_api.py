@@ -20,7 +20,7 @@ import minitx
 from minitx.api import train as api_train
 from minitx.errors import UserError
 
-from conftest import PAIRS, tiny_config_yaml, write_splits
+from conftest import PAIRS, write_tiny_config
 from test_cli import minitx as minitx_cli
 
 SOURCES = ["ein hund rennt", "zwei männer gehen", "die frau liest ein buch"]
@@ -30,13 +30,11 @@ SOURCES = ["ein hund rennt", "zwei männer gehen", "die frau liest ein buch"]
 def api_run(tmp_path_factory) -> dict:
     """A tiny translation run trained once through the API (beam 2 in its config)."""
     root = tmp_path_factory.mktemp("api")
-    data = write_splits(root / "data")
-    config = root / "tiny.yaml"
-    config.write_text(tiny_config_yaml(str(data)))
+    config = write_tiny_config(root)
     run = root / "run"
     # minitx.api.train is what `minitx.train` should resolve to; see the test of that name below.
     scores = api_train(config, ["train.max_steps=12"], run_dir=run)
-    return {"root": root, "data": data, "config": config, "run": run, "scores": scores}
+    return {"root": root, "data": root / "data", "config": config, "run": run, "scores": scores}
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from minitx.run_dir import RunDir
 from minitx.training.average import average_snapshots
 from minitx.training.checkpoint import average_checkpoints
 
-from conftest import tiny_config_yaml, train_run, write_splits
+from conftest import train_run, write_tiny_config
 from test_cli import minitx as minitx_cli
 
 WEIGHTS = "model.safetensors"
@@ -28,9 +28,7 @@ WEIGHTS = "model.safetensors"
 def averaged_run(tmp_path_factory) -> dict:
     """12 steps, validated every 3, keeping step_3..step_12 and averaging the last 3 at the end."""
     root = tmp_path_factory.mktemp("average")
-    data = write_splits(root / "data")
-    config = root / "tiny.yaml"
-    config.write_text(tiny_config_yaml(str(data)))
+    config = write_tiny_config(root)
     overrides = ["train.eval_every=3", "train.keep_last=4", "train.average_last=3"]
     run = root / "run"
     train_run(load_config(config, overrides), run)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from minitx.config import load_config
 from minitx.errors import UserError
 
-from conftest import tiny_config_yaml, train_run, write_splits
+from conftest import train_run, write_tiny_config
 
 WEIGHTS = "model.safetensors"
 
@@ -24,9 +24,7 @@ WEIGHTS = "model.safetensors"
 def origin(tmp_path_factory) -> dict:
     """A tiny translation run: 12 steps, every step logged, step_6 and step_12 kept."""
     root = tmp_path_factory.mktemp("finetune")
-    data = write_splits(root / "data")
-    config = root / "tiny.yaml"
-    config.write_text(tiny_config_yaml(str(data)))
+    config = write_tiny_config(root)
     run = root / "origin"
     train_run(load_config(config, ["train.log_every=1", "train.keep_last=2"]), run)
     return {"root": root, "config": config, "run": run}
