@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minitx.config import DecodeConfig, ModelConfig
+from minitx.config import DecodeConfig
 from minitx.data.tokenizer import SpecialIds
 from minitx.decode import beam_search, greedy, max_lengths, sample
 from minitx.model.attention import KVCache
@@ -165,29 +165,16 @@ def test_a_hypothesis_that_finishes_early_does_not_take_a_beam_slot():
     assert best(greedy(model, src, IDS, GREEDY, use_cache=False)) == [[]]
 
 
-def _positions_model(positions: str, n_kv_heads: int | None):
-    cfg = ModelConfig(
-        d_model=32,
-        n_heads=4,
-        n_encoder_layers=2,
-        n_decoder_layers=2,
-        d_ff=64,
-        dropout=0.0,
-        positions=positions,
-        n_kv_heads=n_kv_heads,
-    )
-    return _model(cfg)
-
-
 @pytest.mark.parametrize(
     ("positions", "n_kv_heads"), [("rope", 1), ("rope", 2), ("relative", 2), ("alibi", 1)]
 )
 def test_cached_beam_search_with_grouped_heads_and_positions_in_attention(
-    positions, n_kv_heads, monkeypatch
+    positions, n_kv_heads, monkeypatch, tiny_model_config
 ):
     """The self-attention cache holds rotated keys of n_kv_heads heads; beam search reorders it as
     hypotheses are dropped and duplicated. The result must equal recomputing every prefix."""
-    model, src = _positions_model(positions, n_kv_heads), _sources()
+    model_cfg = replace(tiny_model_config, positions=positions, n_kv_heads=n_kv_heads)
+    model, src = _model(model_cfg), _sources()
     reorders, logits = [], {True: [], False: []}
     reorder, decode = KVCache.reorder, model.decode
 
@@ -216,11 +203,12 @@ def test_cached_beam_search_with_grouped_heads_and_positions_in_attention(
 
 
 @pytest.mark.parametrize("n_kv_heads", [1, 2])
-def test_reordered_cache_continues_like_the_reordered_prefixes(n_kv_heads):
+def test_reordered_cache_continues_like_the_reordered_prefixes(n_kv_heads, tiny_model_config):
     """Decode 4 steps with the cache, keep rows [2, 0, 0] (row 0 twice, as beam search does), then
     decode 2 more steps with different tokens per row: the logits must equal a full forward pass
     over the reordered prefixes."""
-    model, src = _positions_model("rope", n_kv_heads), _sources()[:3]
+    model_cfg = replace(tiny_model_config, positions="rope", n_kv_heads=n_kv_heads)
+    model, src = _model(model_cfg), _sources()[:3]
     prefix = torch.randint(4, 30, (3, 4))
     with torch.no_grad():
         memory, src_mask = model.encode(src)
