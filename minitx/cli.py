@@ -166,8 +166,8 @@ def evaluate(
 
     _start(quiet)
     datasets.disable_progress_bars()
-    run = RunDir(run_dir)
     model = load(run_dir, checkpoint, overrides=overrides)
+    run = model.trained.run
     if beam is not None and model.task != "translation":
         raise UserError(f"--beam is for translation runs, and {run} is a {model.task} run")
     report = model.evaluate(split, beam_size=beam)
@@ -407,8 +407,8 @@ def attention(
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise UserError("give a non-empty text to look at")
-    run = RunDir(run_dir)
     model = load(run_dir, checkpoint)
+    run = model.trained.run
     _check_layer_and_head(model.config, layer, head)
     examples = [model.attention(t) for t in texts]
     out = out or run.attention_dir

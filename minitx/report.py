@@ -97,9 +97,9 @@ def sample_rows(sources: list[str], hypotheses: list[str], references: list[str]
     return [scored[i] for i in chosen]
 
 
-def render(run: RunDir, samples: dict[str, list[dict]]) -> str:
-    """The report page for `run`, with `samples` (per split, rows of sample_rows plus an optional
-    `example` index into report_attention.html)."""
+def render(run: RunDir, reports: dict[str, dict], samples: dict[str, list[dict]]) -> str:
+    """The report page for `run`, with its eval `reports` and `samples` (per split, rows of
+    sample_rows plus an optional `example` index into report_attention.html)."""
     cfg = run.config()
     events = read_metrics(run)
     start = next((e for e in events if e.get("event") == "start"), {})
@@ -118,8 +118,7 @@ def render(run: RunDir, samples: dict[str, list[dict]]) -> str:
     parts += [svg_chart(name, points) for name, points in curves(events).items()]
     parts.append("</div><h2>Evaluation</h2>")
     parts += [
-        _eval_section(split, report, samples.get(split, []))
-        for split, report in eval_reports(run).items()
+        _eval_section(split, report, samples.get(split, [])) for split, report in reports.items()
     ]
     resolved = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
     parts.append(f"<h2>Config</h2><pre>{html.escape(resolved)}</pre>")
@@ -174,23 +173,23 @@ def build_report(run: RunDir, checkpoint: str = "best") -> list[Path]:
     checkpoint, report_attention.html with the sample translations' attention); return the paths."""
     from minitx.training.checkpoint import find_checkpoint
 
-    cfg, written = run.config(), []
-    samples = _translation_samples(run) if cfg.task == "translation" else {}
+    cfg, written, reports = run.config(), [], eval_reports(run)
+    samples = _translation_samples(run, reports) if cfg.task == "translation" else {}
     rows = [row for split_rows in samples.values() for row in split_rows]
     if rows and find_checkpoint(run.checkpoint(checkpoint)) is not None:
         written.append(_attention_of(run, checkpoint, rows))
     path = run.root / "report.html"
-    path.write_text(render(run, samples), encoding="utf-8")
+    path.write_text(render(run, reports, samples), encoding="utf-8")
     return [path, *written]
 
 
-def _translation_samples(run: RunDir) -> dict[str, list[dict]]:
+def _translation_samples(run: RunDir, reports: dict[str, dict]) -> dict[str, list[dict]]:
     """Per evaluated split with its hypotheses on disk: the best and worst sample translations."""
     from minitx.data.run_data import load_split
     from minitx.data.sources import column
 
     samples = {}
-    for split in eval_reports(run):
+    for split in reports:
         hypotheses_file = run.eval_files(split).hypotheses
         if not hypotheses_file.is_file():
             continue
