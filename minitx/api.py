@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,8 +155,6 @@ def train(
 def train_group(cfg: Config, run: RunDir, fresh: bool, quiet: bool = False) -> dict | None:
     """Train in this process, alone or as one rank of a torchrun group; rank 0 holds the run's
     lock and prepares it. Returns the scores on rank 0, None on the others."""
-    import contextlib
-
     from minitx import distributed
     from minitx.progress import show_status
     from minitx.training.loop import train as train_run
