@@ -80,6 +80,12 @@ class TokenizerConfig:
     path: str | None = _key(
         None, "use this existing tokenizer.json instead of training one (joint vocabulary)"
     )
+    max_training_texts: int = _key(
+        2_000_000,
+        "train the tokenizer on at most this many training examples (a seeded random sample), "
+        "as SentencePiece's input_sentence_size does",
+        min=1,
+    )
 
 
 @dataclass(frozen=True)

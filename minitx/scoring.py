@@ -68,7 +68,7 @@ def score_labels(
         for row, index in enumerate(group.tolist()):
             predictions[index] = int(best.indices[row])
             probabilities[index] = float(best.values[row])
-    scores = classification_scores(predictions, texts.labels, labels)
+    scores = classification_scores(predictions, texts.labels.tolist(), labels)
     return {
         "loss": round(nll / max(len(texts), 1), 4),
         **scores,

@@ -26,7 +26,7 @@ from torch import nn
 
 from minitx import runtime
 from minitx.config import load_config
-from minitx.data.batching import encode_pairs, padding_fraction
+from minitx.data.batching import encode_pairs
 from minitx.data.run_data import load_split
 from minitx.data.tokenizer import build_codecs
 from minitx.distributed import Ranks
@@ -188,11 +188,10 @@ def main() -> None:
     train = load_split(cfg, "train")
     codecs = build_codecs(train["src"], train["tgt"], cfg.tokenizer, cfg.tokenizer.joint)
     pairs = encode_pairs(train, codecs.src, codecs.tgt, cfg.data.max_len)
-    epoch = pairs.batches(cfg.train.batch_tokens, seed=1, codec=codecs.tgt)
+    groups = pairs.batch_groups(cfg.train.batch_tokens, seed=1)
     # as `minitx train` logs it: the share of the epoch's source positions that are padding
-    padding = padding_fraction(epoch, codecs.tgt.pad_id)
-    batches = epoch[: args.warmup + args.steps]
-    del epoch
+    padding = pairs.padding_fraction(groups)
+    batches = [pairs.batch(g.tolist(), codecs.tgt) for g in groups[: args.warmup + args.steps]]
 
     vocab = codecs.tgt.vocab_size
     torch.manual_seed(0)

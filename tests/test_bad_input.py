@@ -89,6 +89,11 @@ def data_dir(tmp: Path, **files: str | bytes) -> Path:
     return tmp / "d"
 
 
+def with_val(tmp: Path, **files: str | bytes) -> Path:
+    """`data_dir` with a good validation split: the training files are read after it."""
+    return data_dir(tmp, val__de=lines(0, 3), val__en=lines(1, 3), **files)
+
+
 def gz(text: str) -> bytes:
     return gzip.compress(text.encode())
 
@@ -270,7 +275,7 @@ CASES = [
         "line-counts-differ",
         lambda w, t: [
             "train",
-            config_with(w, t, data=str(data_dir(t, train__de=lines(0, 6), train__en=lines(1, 5)))),
+            config_with(w, t, data=str(with_val(t, train__de=lines(0, 6), train__en=lines(1, 5)))),
         ],
         ["6 lines", "5", "align"],
     ),
@@ -278,7 +283,7 @@ CASES = [
         "empty-files",
         lambda w, t: [
             "train",
-            config_with(w, t, data=str(data_dir(t, train__de="", train__en=""))),
+            config_with(w, t, data=str(with_val(t, train__de="", train__en=""))),
         ],
         ["no non-empty sentence pairs"],
     ),
@@ -286,7 +291,7 @@ CASES = [
         "all-lines-empty",
         lambda w, t: [
             "train",
-            config_with(w, t, data=str(data_dir(t, train__de="\n\n", train__en="\n\n"))),
+            config_with(w, t, data=str(with_val(t, train__de="\n\n", train__en="\n\n"))),
         ],
         ["no non-empty sentence pairs"],
     ),
@@ -294,7 +299,7 @@ CASES = [
         "data-not-utf8",
         lambda w, t: [
             "train",
-            config_with(w, t, data=str(data_dir(t, train__de=b"\xff\xfe\n", train__en="a\n"))),
+            config_with(w, t, data=str(with_val(t, train__de=b"\xff\xfe\n", train__en="a\n"))),
         ],
         ["not UTF-8"],
     ),
@@ -303,7 +308,7 @@ CASES = [
         lambda w, t: [
             "train",
             config_with(
-                w, t, data=str(data_dir(t, train__de__gz=b"not gzip", train__en__gz=gz("a\n")))
+                w, t, data=str(with_val(t, train__de__gz=b"not gzip", train__en__gz=gz("a\n")))
             ),
         ],
         ["cannot read"],

@@ -9,7 +9,9 @@ few percent, as fairseq does; shuffling the batch order each epoch keeps the gra
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,15 +102,14 @@ def token_budget_batches(
     n = len(widths[0])
     tie_break = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
     order = np.lexsort((tie_break, *reversed(widths)))  # lexsort's last key sorts first
-    width = np.max(np.stack(widths), axis=0)
+    width = np.max(np.stack(widths), axis=0)[order]
     batches, start = [], 0
     while start < n:
-        end, longest = start, 0
-        while end < n:
-            candidate = max(longest, width[order[end]])
-            if (end - start + 1) * candidate > batch_tokens and end > start:
-                break
-            longest, end = candidate, end + 1
+        # A batch cannot hold more rows than fit at its first row's width; within that window the
+        # padded size of the first k rows (k × running maximum) only grows, so one search cuts it.
+        window = width[start : start + batch_tokens // max(int(width[start]), 1) + 1]
+        sizes = np.maximum.accumulate(window) * np.arange(1, len(window) + 1)
+        end = start + max(int(np.searchsorted(sizes, batch_tokens, side="right")), 1)
         batches.append(order[start:end])
         start = end
     if seed is not None:
@@ -117,10 +118,34 @@ def token_budget_batches(
     return batches
 
 
-def padding_fraction(batches: Sequence[Batch | LabelBatch], pad_id: int) -> float:
-    """Share of the source positions of `batches` that are padding."""
-    real = sum(int((batch.src != pad_id).sum()) for batch in batches)
-    return 1.0 - real / max(sum(batch.src.numel() for batch in batches), 1)
+class RaggedIds:
+    """Token-id sequences of different lengths in one flat array: row i is
+    `ids[offsets[i]:offsets[i + 1]]`. The arrays may be memory-mapped files (data/token_store.py):
+    millions of rows then cost the operating system's page cache, not Python objects."""
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray):
+        self.ids, self.offsets = ids, offsets
+        self.lengths = np.diff(offsets)
+
+    @classmethod
+    def from_rows(cls, rows: list[list[int]]) -> RaggedIds:
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        ids = np.fromiter(itertools.chain.from_iterable(rows), np.int32, int(lengths.sum()))
+        return cls(ids, np.concatenate([[0], np.cumsum(lengths)]))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, rows: slice) -> RaggedIds:
+        """The first rows (`[:n]`), sharing the arrays."""
+        if rows.start or rows.step:
+            raise ValueError("RaggedIds takes the first rows only: [:n]")
+        offsets = self.offsets[: len(self.lengths[rows]) + 1]
+        return RaggedIds(self.ids[: offsets[-1]], offsets)
+
+    def rows(self, indices) -> list[list[int]]:
+        ids, offsets = self.ids, self.offsets
+        return [ids[offsets[i] : offsets[i + 1]].tolist() for i in indices]
 
 
 class _Encoded:
@@ -131,6 +156,10 @@ class _Encoded:
         raise NotImplementedError
 
     def batch(self, indices: list[int], codec: TextCodec) -> Batch | LabelBatch:
+        raise NotImplementedError
+
+    def n_targets(self, indices: np.ndarray) -> int:
+        """The loss terms of the examples at `indices`, known before their batch is made."""
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -148,73 +177,108 @@ class _Encoded:
         groups = self.batch_groups(batch_tokens, seed)
         return [self.batch(group.tolist(), codec) for group in groups]
 
+    def padding_fraction(self, groups: Sequence[np.ndarray]) -> float:
+        """Share of the padded source (text) positions of batches `groups` that are padding."""
+        width = self.widths()[-1]
+        real = sum(int(width[group].sum()) for group in groups)
+        padded = sum(len(group) * int(width[group].max()) for group in groups)
+        return 1.0 - real / max(padded, 1)
+
 
 @dataclass
-class EncodedPairs(_Encoded):
-    """A split's text and token ids, ready to be cut into batches."""
+class TokenPairs(_Encoded):
+    """Source and target token ids (without EOS/BOS), ready to be cut into batches."""
 
-    src_text: list[str]
-    tgt_text: list[str]
-    src_ids: list[list[int]]
-    tgt_ids: list[list[int]]
-
-    def __post_init__(self) -> None:
-        self.src_lengths = np.array([len(s) for s in self.src_ids], dtype=np.int64)
-        self.tgt_lengths = np.array([len(t) for t in self.tgt_ids], dtype=np.int64)
+    src: RaggedIds
+    tgt: RaggedIds
 
     def widths(self) -> list[np.ndarray]:
         # +1 for the EOS/BOS each side gets; target first, as the loss is counted on it.
-        return [self.tgt_lengths + 1, self.src_lengths + 1]
+        return [self.tgt.lengths + 1, self.src.lengths + 1]
+
+    def n_targets(self, indices: np.ndarray) -> int:
+        return int((self.tgt.lengths[indices] + 1).sum())
 
     def batch(self, indices: list[int], codec: TextCodec) -> Batch:
         return make_batch(
-            [self.src_ids[i] for i in indices],
-            [self.tgt_ids[i] for i in indices],
-            codec.pad_id,
-            codec.bos_id,
-            codec.eos_id,
+            self.src.rows(indices), self.tgt.rows(indices), codec.pad_id, codec.bos_id, codec.eos_id
         )
 
 
+@dataclass
+class EncodedPairs(TokenPairs):
+    """A split's token ids with its text (references for BLEU)."""
+
+    src_text: list[str]
+    tgt_text: list[str]
+
+    @property
+    def src_ids(self) -> list[list[int]]:
+        return self.src.rows(range(len(self.src)))
+
+    @property
+    def tgt_ids(self) -> list[list[int]]:
+        return self.tgt.rows(range(len(self.tgt)))
+
+
+def encode_pair_rows(
+    columns, src_codec: TextCodec, tgt_codec: TextCodec, max_len: int | None
+) -> tuple[list[list[int]], list[list[int]], list[int] | range]:
+    """The token ids of the `src` and `tgt` columns of `columns` (a Dataset or a dict of lists;
+    the tokenizer encodes a whole column in one batched call), without the pairs that have more
+    than `max_len` tokens on a side; and the indices of the pairs kept."""
+    src_ids, tgt_ids = (
+        src_codec.encode(column(columns, "src")),
+        tgt_codec.encode(column(columns, "tgt")),
+    )
+    if max_len is None:
+        return src_ids, tgt_ids, range(len(src_ids))
+    keep = [
+        i
+        for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True))
+        if len(s) <= max_len and len(t) <= max_len
+    ]
+    return [src_ids[i] for i in keep], [tgt_ids[i] for i in keep], keep
+
+
+def no_pairs_left(max_len: int | None) -> UserError:
+    return UserError(
+        f"every training pair has more than data.max_len ({max_len}) tokens on a side; "
+        "raise data.max_len"
+    )
+
+
 def encode_pairs(dataset, src_codec, tgt_codec, max_len: int | None = None) -> EncodedPairs:
-    """Tokenize a `src`/`tgt` Dataset (the tokenizer encodes a whole column in one batched call);
-    optionally drop the pairs with more than `max_len` tokens on a side."""
+    """Tokenize a `src`/`tgt` Dataset, keeping its text; optionally drop the pairs with more than
+    `max_len` tokens on a side."""
+    src_ids, tgt_ids, keep = encode_pair_rows(dataset, src_codec, tgt_codec, max_len)
+    if not keep:
+        raise no_pairs_left(max_len)
     src_text, tgt_text = column(dataset, "src"), column(dataset, "tgt")
-    src_ids, tgt_ids = src_codec.encode(src_text), tgt_codec.encode(tgt_text)
-    if max_len is not None:
-        keep = [
-            i
-            for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True))
-            if len(s) <= max_len and len(t) <= max_len
-        ]
-        if not keep:
-            raise UserError(
-                f"every training pair has more than data.max_len ({max_len}) tokens on a side; "
-                "raise data.max_len"
-            )
-        if len(keep) < len(src_ids):
-            src_text, tgt_text = [src_text[i] for i in keep], [tgt_text[i] for i in keep]
-            src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
-    return EncodedPairs(src_text, tgt_text, src_ids, tgt_ids)
+    if len(keep) < len(src_text):
+        src_text, tgt_text = [src_text[i] for i in keep], [tgt_text[i] for i in keep]
+    return EncodedPairs(
+        RaggedIds.from_rows(src_ids), RaggedIds.from_rows(tgt_ids), src_text, tgt_text
+    )
 
 
 @dataclass
 class EncodedTexts(_Encoded):
     """A split's labelled texts as model inputs (`<s> text </s>`, plus `pair </s>` for pairs)."""
 
-    ids: list[list[int]]
-    labels: list[int]  # indices into the run's label names
-
-    def __post_init__(self) -> None:
-        self.lengths = np.array([len(ids) for ids in self.ids], dtype=np.int64)
+    ids: RaggedIds
+    labels: np.ndarray  # indices into the run's label names
 
     def widths(self) -> list[np.ndarray]:
-        return [self.lengths]
+        return [self.ids.lengths]
+
+    def n_targets(self, indices: np.ndarray) -> int:
+        return len(indices)
 
     def batch(self, indices: list[int], codec: TextCodec) -> LabelBatch:
         return LabelBatch(
-            pad([self.ids[i] for i in indices], codec.pad_id),
-            torch.tensor([self.labels[i] for i in indices], dtype=torch.long),
+            pad(self.ids.rows(indices), codec.pad_id),
+            torch.as_tensor(self.labels[indices], dtype=torch.long),
         )
 
 
@@ -230,40 +294,64 @@ def encode_texts(
     ]
 
 
-def encode_labelled(
-    dataset, codec: TextCodec, names: list[str], split: str, max_len: int | None = None
-) -> tuple[EncodedTexts, dict]:
-    """Tokenize a `text`/`label` Dataset; rows with a missing or unknown label are counted and skipped.
+@dataclass
+class SkippedRows:
+    """Labelled rows left out of a split: counts by reason, and the unknown labels met."""
 
-    Returns the encoded split and the counts of skipped rows by reason.
-    """
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    unknown: set = dataclasses.field(default_factory=set)
+
+    def add(self, other: SkippedRows) -> None:
+        self.counts.update(other.counts)
+        self.unknown |= other.unknown
+
+    def report(self, split: str, names: list[str], kept: int) -> dict:
+        """Say what was skipped; a split with nothing left is an error. Returns the counts."""
+        counts = {reason: n for reason, n in self.counts.items() if n}
+        if counts:
+            unknown = sorted(self.unknown)
+            detail = f"; unknown labels {unknown[:5]}, known {names}" if unknown else ""
+            reasons = ", ".join(f"{n} with {reason}" for reason, n in counts.items())
+            log.info(f"{split}: skipped {sum(counts.values())} row(s): {reasons}{detail}")
+        if not kept:
+            raise UserError(
+                f"split '{split}' has no usable rows (a known label, at most data.max_len tokens); "
+                f"check data.label, data.max_len and data.rename_columns"
+            )
+        return counts
+
+
+def labelled_rows(
+    dataset, codec: TextCodec, names: list[str], max_len: int | None
+) -> tuple[list[list[int]], list[int], SkippedRows]:
+    """Model inputs and class indices of a `text`/`label` Dataset's usable rows; rows with a
+    missing or unknown label, or more than `max_len` tokens, are counted and skipped."""
     index = {name: i for i, name in enumerate(names)}
     labels = row_labels(dataset)
     texts = column(dataset, "text")
     pairs = column(dataset, "text_pair") if "text_pair" in dataset.column_names else None
     ids = encode_texts(codec, texts, pairs)
     n_special = 2 if pairs is None else 3
-    skipped = {"missing label": 0, "unknown label": 0, "too many tokens": 0}
-    keep = []
-    for row, (label, row_ids) in enumerate(zip(labels, ids, strict=True)):
+    skipped, kept_ids, kept_labels = SkippedRows(), [], []
+    for label, row_ids in zip(labels, ids, strict=True):
         if label is None:
-            skipped["missing label"] += 1
+            skipped.counts["missing label"] += 1
         elif label not in index:
-            skipped["unknown label"] += 1
+            skipped.counts["unknown label"] += 1
+            skipped.unknown.add(label)
         elif max_len is not None and len(row_ids) - n_special > max_len:
-            skipped["too many tokens"] += 1
+            skipped.counts["too many tokens"] += 1
         else:
-            keep.append(row)
-    skipped = {reason: count for reason, count in skipped.items() if count}
-    if skipped:
-        unknown = sorted({label for label in labels if label is not None and label not in index})
-        detail = f"; unknown labels {unknown[:5]}, known {names}" if unknown else ""
-        reasons = ", ".join(f"{count} with {reason}" for reason, count in skipped.items())
-        log.info(f"{split}: skipped {sum(skipped.values())} row(s): {reasons}{detail}")
-    if not keep:
-        raise UserError(
-            f"split '{split}' has no usable rows (a known label, at most data.max_len tokens); "
-            f"check data.label, data.max_len and data.rename_columns"
-        )
-    encoded = EncodedTexts([ids[r] for r in keep], [index[labels[r]] for r in keep])
-    return encoded, skipped
+            kept_ids.append(row_ids)
+            kept_labels.append(index[label])
+    return kept_ids, kept_labels, skipped
+
+
+def encode_labelled(
+    dataset, codec: TextCodec, names: list[str], split: str, max_len: int | None = None
+) -> tuple[EncodedTexts, dict]:
+    """Tokenize a `text`/`label` Dataset (see `labelled_rows`); returns the encoded split and the
+    counts of skipped rows by reason."""
+    ids, labels, skipped = labelled_rows(dataset, codec, names, max_len)
+    counts = skipped.report(split, names, kept=len(ids))
+    return EncodedTexts(RaggedIds.from_rows(ids), np.array(labels, dtype=np.int64)), counts

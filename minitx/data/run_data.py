@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from minitx.config import Config
-from minitx.data.batching import EncodedPairs, EncodedTexts, encode_labelled, encode_pairs
+from minitx.data.batching import (
+    EncodedPairs,
+    EncodedTexts,
+    TokenPairs,
+    encode_labelled,
+    encode_pairs,
+)
+from minitx.data.corpus import Corpus, dataset_corpus, sample_rows, text_corpus
 from minitx.data.labels import label_names, load_label_names, save_label_names
-from minitx.data.sources import column, load_labelled_texts, load_pairs, split_name
+from minitx.data.sources import load_labelled_texts, load_pairs, parallel_files, split_name
+from minitx.data.token_store import (
+    is_stored,
+    read_labelled,
+    read_pairs,
+    store_directory,
+    store_labelled,
+    store_pairs,
+)
 from minitx.data.tokenizer import Codecs, build_codecs, load_codecs
 from minitx.run_dir import RunDir
 
@@ -19,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunData:
     codecs: Codecs
-    splits: dict[str, EncodedPairs] | dict[str, EncodedTexts]
+    splits: dict[str, TokenPairs | EncodedPairs] | dict[str, EncodedTexts]  # train: stored
     labels: list[str] | None  # classification: label names in class-index order
 
 
@@ -34,52 +50,88 @@ def load_split(cfg: Config, split: str):
     return load_pairs(data, name, rename)
 
 
-def training_texts(cfg: Config, dataset) -> tuple[list[str], list[str]]:
-    """The texts a tokenizer learns from: (source side, target side)."""
+def train_corpus(cfg: Config) -> Corpus:
+    """The training split as a stream: parallel text files are read line by line, anything else
+    through its Dataset."""
+    data = cfg.data
+    name = split_name(data.splits, "train")
+    local = Path(data.path).expanduser()
+    renamed = data.rename_columns.get("train") or data.rename_columns.get(name)
+    if cfg.task == "translation" and local.is_dir() and not renamed:
+        files = parallel_files(local, name, data.src, data.tgt)
+        if files:
+            return text_corpus(*files, name)
+    return dataset_corpus(load_split(cfg, "train"))
+
+
+def training_texts(cfg: Config, corpus: Corpus) -> tuple[list[str], list[str]]:
+    """The texts a tokenizer learns from: (source side, target side), at most
+    `tokenizer.max_training_texts` examples' worth."""
+    limit, seed = cfg.tokenizer.max_training_texts, cfg.run.seed
     if cfg.task == "classification":
-        texts = column(dataset, "text")
-        if "text_pair" in dataset.column_names:
-            texts += column(dataset, "text_pair")
-        return texts, []
-    return column(dataset, "src"), column(dataset, "tgt")
+        columns = ["text", "text_pair"] if cfg.data.text_pair else ["text"]
+        sample = sample_rows(corpus, columns, limit, seed)
+        return [text for name in columns for text in sample[name]], []
+    sample = sample_rows(corpus, ["src", "tgt"], limit, seed)
+    return sample["src"], sample["tgt"]
 
 
 def load_run_data(cfg: Config, run: RunDir, splits: tuple[str, ...]) -> RunData:
     """Encoded splits; the tokenizer (and label names) are loaded from the run, or made from `train`
-    and saved there once every split has encoded, so a failed first start leaves nothing stale."""
-    raw = {split: load_split(cfg, split) for split in splits}
-    train = raw.get("train")
+    and saved there once every split has encoded, so a failed first start leaves nothing stale.
+    The training split is encoded into the run's token store once and memory-mapped after."""
+    # Every split is opened (the evaluation splits, small, loaded) before the long work starts,
+    # so that a missing one fails fast.
+    corpus = train_corpus(cfg) if "train" in splits else None
+    raw = {split: load_split(cfg, split) for split in splits if split != "train"}
     made = []  # what this call creates and must save
     labels = None
     if cfg.task == "classification":  # before the tokenizer: a bad label column fails fast
         if run.labels_file.is_file():
             labels = load_label_names(run.labels_file)
         else:
-            train = train if train is not None else load_split(cfg, "train")
-            labels = label_names(train)
+            labels = label_names(load_split(cfg, "train"))
             made.append(lambda: save_label_names(labels, run.labels_file))
     if run.has_tokenizer():
         codecs = load_codecs(run)
     else:
-        train = train if train is not None else load_split(cfg, "train")
-        tokenizer = cfg.tokenizer
-        if not tokenizer.path:
-            log.info(
-                f"training a {tokenizer.type} tokenizer ({tokenizer.vocab_size} tokens) on "
-                f"{len(train)} examples"
-            )
-        src_texts, tgt_texts = training_texts(cfg, train)
-        joint = tokenizer.joint or cfg.task == "classification"  # one text side: one vocabulary
-        codecs = build_codecs(src_texts, tgt_texts, tokenizer, joint)
+        codecs = _make_codecs(cfg, corpus or train_corpus(cfg))
         made.append(lambda: codecs.save(run))
-    codecs.cache_in(run.cache_dir)
     encoded = {}
-    for split, dataset in raw.items():
-        max_len = cfg.data.max_len if split == "train" else None
-        if cfg.task == "classification":
-            encoded[split], _ = encode_labelled(dataset, codecs.src, labels, split, max_len)
+    for split in splits:
+        if split == "train":
+            encoded[split] = _stored_train_split(cfg, run, corpus, codecs, labels)
+        elif cfg.task == "classification":
+            encoded[split], _ = encode_labelled(raw[split], codecs.src, labels, split)
         else:
-            encoded[split] = encode_pairs(dataset, codecs.src, codecs.tgt, max_len)
+            encoded[split] = encode_pairs(raw[split], codecs.src, codecs.tgt)
     for save in made:
         save()
     return RunData(codecs, encoded, labels)
+
+
+def _make_codecs(cfg: Config, corpus: Corpus) -> Codecs:
+    tokenizer = cfg.tokenizer
+    if tokenizer.path:
+        return build_codecs([], [], tokenizer, joint=True)
+    src_texts, tgt_texts = training_texts(cfg, corpus)
+    log.info(
+        f"training a {tokenizer.type} tokenizer ({tokenizer.vocab_size} tokens) on "
+        f"{len(src_texts) + len(tgt_texts):,} texts"
+    )
+    joint = tokenizer.joint or cfg.task == "classification"  # one text side: one vocabulary
+    return build_codecs(src_texts, tgt_texts, tokenizer, joint)
+
+
+def _stored_train_split(
+    cfg: Config, run: RunDir, corpus: Corpus, codecs: Codecs, labels: list[str] | None
+) -> TokenPairs | EncodedTexts:
+    """The training split from the run's token store, encoded into it first if it is not there."""
+    directory = store_directory(run.cache_dir, codecs, cfg.data, corpus, labels)
+    if cfg.task == "classification":
+        if not is_stored(directory):
+            store_labelled(directory, corpus, codecs, labels, cfg.data.max_len, "train")
+        return read_labelled(directory)
+    if not is_stored(directory):
+        store_pairs(directory, corpus, codecs, cfg.data.max_len, "train")
+    return read_pairs(directory)

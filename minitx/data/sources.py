@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -102,16 +103,9 @@ def _load_local(
     directory: Path, split: str, columns: dict[str, str], rename: dict[str, str]
 ) -> tuple[datasets.Dataset, str]:
     if set(columns) == {"src", "tgt"}:
-        src, tgt = columns["src"], columns["tgt"]
-        src_file = _first_existing(directory, [f"{split}.{src}", f"{split}.{src}.gz"])
-        tgt_file = _first_existing(directory, [f"{split}.{tgt}", f"{split}.{tgt}.gz"])
-        if src_file and tgt_file:
-            return _load_parallel_text(src_file, tgt_file, src, tgt), str(directory)
-        if src_file or tgt_file:
-            found, missing = (src_file, tgt) if src_file else (tgt_file, src)
-            raise UserError(
-                f"found {found} but no {split}.{missing} or {split}.{missing}.gz in {directory}"
-            )
+        files = parallel_files(directory, split, columns["src"], columns["tgt"])
+        if files:
+            return _load_parallel_text(*files, columns["src"], columns["tgt"]), str(directory)
     for suffix, builder in TABLE_BUILDERS.items():
         table = directory / f"{split}{suffix}"
         if table.is_file():
@@ -138,6 +132,21 @@ def _load_local(
     )
 
 
+def parallel_files(directory: Path, split: str, src: str, tgt: str) -> tuple[Path, Path] | None:
+    """`split.{src}` and `split.{tgt}` (each optionally gzipped) in `directory`; None when
+    neither exists, an error when only one does."""
+    src_file = _first_existing(directory, [f"{split}.{src}", f"{split}.{src}.gz"])
+    tgt_file = _first_existing(directory, [f"{split}.{tgt}", f"{split}.{tgt}.gz"])
+    if src_file and tgt_file:
+        return src_file, tgt_file
+    if src_file or tgt_file:
+        found, missing = (src_file, tgt) if src_file else (tgt_file, src)
+        raise UserError(
+            f"found {found} but no {split}.{missing} or {split}.{missing}.gz in {directory}"
+        )
+    return None
+
+
 def _first_existing(directory: Path, names: list[str]) -> Path | None:
     for name in names:
         if (directory / name).is_file():
@@ -145,26 +154,52 @@ def _first_existing(directory: Path, names: list[str]) -> Path | None:
     return None
 
 
-def _read_lines(path: Path) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
+def _opener(path: Path):
+    return gzip.open if path.suffix == ".gz" else open
+
+
+def text_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (optionally gzipped), read as they are needed. Only "\n"
+    ends a line (a stray "\r" inside a line must not shift a parallel corpus out of line)."""
     try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            return [line.rstrip("\r\n") for line in handle]
+        with _opener(path)(path, "rt", encoding="utf-8", newline="\n") as handle:
+            for line in handle:
+                yield line.rstrip("\r\n")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except (OSError, EOFError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
 
 
+def count_lines(path: Path) -> int:
+    """Lines as `text_lines` reads them, counted in bytes without decoding."""
+    count, last = 0, b"\n"
+    try:
+        with _opener(path)(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                count, last = count + block.count(b"\n"), block[-1:]
+    except (OSError, EOFError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    return count + (last != b"\n")
+
+
+def check_parallel(src_file: Path, tgt_file: Path) -> int:
+    """The number of lines of two files that must align line by line."""
+    src_count, tgt_count = count_lines(src_file), count_lines(tgt_file)
+    if src_count != tgt_count:
+        raise UserError(
+            f"parallel files differ in length: {src_file} has {src_count} lines, "
+            f"{tgt_file} has {tgt_count}; they must align line by line"
+        )
+    return src_count
+
+
 def _load_parallel_text(src_file: Path, tgt_file: Path, src: str, tgt: str) -> datasets.Dataset:
     """Two aligned text files as columns named by their language suffixes."""
-    src_lines, tgt_lines = _read_lines(src_file), _read_lines(tgt_file)
-    if len(src_lines) != len(tgt_lines):
-        raise UserError(
-            f"parallel files differ in length: {src_file} has {len(src_lines)} lines, "
-            f"{tgt_file} has {len(tgt_lines)}; they must align line by line"
-        )
-    return datasets.Dataset.from_dict({src: src_lines, tgt: tgt_lines})
+    check_parallel(src_file, tgt_file)
+    return datasets.Dataset.from_dict(
+        {src: list(text_lines(src_file)), tgt: list(text_lines(tgt_file))}
+    )
 
 
 def _load_hub(path: str, name: str | None, split: str) -> datasets.Dataset:

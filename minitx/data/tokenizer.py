@@ -6,14 +6,10 @@ gives back detokenized text that BLEU can score directly, with no language-speci
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from minitx.config import TokenizerConfig
@@ -70,20 +66,11 @@ class SpecialIds:
     pad_id: int
 
 
-CACHED_BATCH = 1000  # encode() calls with at least this many texts use the cache
-
-
 @dataclass
 class TextCodec:
-    """One side's tokenizer with the ids the model needs: text ↔ token ids.
-
-    With `cache_dir`, large encode() calls are kept there as .npz files named by a hash of the
-    tokenizer and the texts, so a resumed or repeated training start reads the ids instead of
-    tokenizing again. A changed text or tokenizer changes the name: nothing stale is read.
-    """
+    """One side's tokenizer with the ids the model needs: text ↔ token ids."""
 
     tokenizer: Tokenizer
-    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.pad_id = self.tokenizer.token_to_id(PAD)
@@ -94,35 +81,6 @@ class TextCodec:
         self.special_ids = SpecialIds(self.bos_id, self.eos_id, self.pad_id)
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        if self.cache_dir is None or len(texts) < CACHED_BATCH:
-            return self._encode(texts)
-        digest = hashlib.sha256(self.tokenizer.to_str().encode())
-        for text in texts:
-            digest.update(text.encode() + b"\0")
-        path = self.cache_dir / f"{digest.hexdigest()[:32]}.npz"
-        try:
-            with np.load(path, allow_pickle=False) as stored:
-                flat, ends = stored["ids"].tolist(), stored["ends"].tolist()
-            return [flat[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
-        except Exception:  # absent, or damaged (empty: EOFError, truncated: BadZipFile…): tokenize
-            pass
-        ids = self._encode(texts)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one writer per file: ranks may race
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as handle:
-                np.savez(
-                    handle,
-                    ids=np.fromiter((i for row in ids for i in row), dtype=np.int32),
-                    ends=np.cumsum([len(row) for row in ids], dtype=np.int64),
-                )
-            os.replace(tmp, path)
-        except OSError:  # a full disk or read-only directory costs the cache, nothing else
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        return ids
-
-    def _encode(self, texts: list[str]) -> list[list[int]]:
         return [enc.ids for enc in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: list[list[int]]) -> list[str]:
@@ -139,10 +97,6 @@ class Codecs:
     @property
     def joint(self) -> bool:
         return self.src is self.tgt
-
-    def cache_in(self, directory: Path) -> None:
-        """Keep large encodings in `directory` (see TextCodec)."""
-        self.src.cache_dir = self.tgt.cache_dir = directory
 
     def save(self, run: RunDir) -> None:
         if self.joint:

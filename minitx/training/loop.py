@@ -18,14 +18,16 @@ import math
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from minitx import runtime
 from minitx.config import TASK_METRICS, Config, parse_duration
-from minitx.data.batching import padding_fraction
+from minitx.data.prefetch import Prefetched
 from minitx.data.run_data import RunData, load_run_data
 from minitx.distributed import Ranks
 from minitx.errors import ReportedElsewhere, TrainingInterrupted, UserError
@@ -51,6 +53,15 @@ log = logging.getLogger(__name__)
 LOWER_IS_BETTER = {"loss"}
 # What the loss counts, per task, for the throughput in the logs: target tokens, or examples.
 THROUGHPUT_KEY = {"translation": "tgt_tokens_per_s", "classification": "examples_per_s"}
+
+
+@dataclass(frozen=True)
+class StepBatches:
+    """One step's share of batches for this rank, with what the whole step (all ranks) holds."""
+
+    batches: list  # Batch or LabelBatch
+    n_targets: int  # loss terms over every rank's batches
+    n_groups: int  # batches over every rank, skipped ones included
 
 
 @dataclass(frozen=True)
@@ -175,56 +186,72 @@ class Training:
         with runtime.StopRequest() as signals, progress:
             stop = self._stop_decision(signals)  # a resumed run may have nothing left to do
             while stop is None:
-                batches, epoch = self._epoch_batches(), state.epoch
-                while stop is None and state.epoch == epoch:
-                    self._step(batches, progress)
-                    stop = self._stop_decision(signals)
+                groups, epoch = self._epoch_batches(), state.epoch
+                with Prefetched(self._epoch_steps(groups, state.batch_in_epoch)) as steps:
+                    while stop is None and state.epoch == epoch:
+                        self._step(next(steps), len(groups), progress)
+                        stop = self._stop_decision(signals)
         return self._finish(stop)
 
-    def _epoch_batches(self) -> list:
+    def _epoch_batches(self) -> list[np.ndarray]:
+        """This epoch's batches, as groups of example indices in training order (the same on
+        every rank): their tensors are made later, as the steps need them."""
         cfg, state, world = self.cfg, self.trainer.state, self.ranks.world_size
-        codec = self.data.codecs.tgt  # classification: the one codec (src and tgt are the same)
-        batches = self.data.splits["train"].batches(
-            cfg.train.batch_tokens, cfg.run.seed + state.epoch, codec
-        )
-        if len(batches) < world:
+        train = self.data.splits["train"]
+        groups = train.batch_groups(cfg.train.batch_tokens, cfg.run.seed + state.epoch)
+        if len(groups) < world:
             raise UserError(
-                f"the training data makes {len(batches)} batches per epoch, fewer than the "
+                f"the training data makes {len(groups)} batches per epoch, fewer than the "
                 f"{world} processes; lower train.batch_tokens or start fewer processes"
             )
-        if self.compute.device.type == "cuda":  # page-locked: copies to the GPU run async
-            batches = [batch.pin_memory() for batch in batches]
         if state.step == 0 and state.batch_in_epoch == 0:
-            padding = padding_fraction(batches, codec.pad_id)
-            log.info(f"epoch of {len(batches)} batches, {100 * padding:.1f}% padding")
-        return batches
+            padding = train.padding_fraction(groups)
+            log.info(f"epoch of {len(groups)} batches, {100 * padding:.1f}% padding")
+        return groups
 
-    def _step(self, batches: list, progress) -> None:
-        """One optimizer step on the next group of batches, then its log line and validation."""
+    def _epoch_steps(self, groups: list[np.ndarray], start: int) -> Iterator[StepBatches]:
+        """From batch `start` on, each step's batches for this rank, made as they are needed (on
+        the data thread: see data/prefetch.py)."""
+        train, ranks = self.data.splits["train"], self.ranks
+        codec = self.data.codecs.tgt  # classification: the one codec (src and tgt are the same)
+        world, per_step = ranks.world_size, self.cfg.train.accumulate * ranks.world_size
+        pin = self.compute.device.type == "cuda"  # page-locked: copies to the GPU run async
+        for first in range(start, len(groups), per_step):
+            # A step takes `accumulate` batches per rank. Like DistributedSampler(drop_last=True),
+            # an epoch skips its last batches when fewer than one per rank remain (other batches
+            # each epoch: the order is reshuffled).
+            group = groups[first : first + per_step]
+            share = len(group) // world
+            if share == 0:
+                return
+            # The sizes of every rank's batches are known here, so the global number of targets
+            # needs no communication.
+            n_targets = sum(train.n_targets(indices) for indices in group[: share * world])
+            mine = group[ranks.rank * share : (ranks.rank + 1) * share]
+            batches = [train.batch(indices.tolist(), codec) for indices in mine]
+            if pin:
+                batches = [batch.pin_memory() for batch in batches]
+            yield StepBatches(batches, n_targets, len(group))
+
+    def _step(self, step: StepBatches, n_groups: int, progress) -> None:
+        """One optimizer step on this rank's batches of the step, then its log line and
+        validation. `n_groups`: the batches of the epoch."""
         cfg, state, ranks = self.cfg.train, self.trainer.state, self.ranks
-        world = ranks.world_size
-        # A step takes `accumulate` batches per rank. Like DistributedSampler(drop_last=True), an
-        # epoch skips its last batches when fewer than one per rank remain (other batches each
-        # epoch: the order is reshuffled).
-        group = batches[state.batch_in_epoch : state.batch_in_epoch + cfg.accumulate * world]
-        share = len(group) // world
-        # Every rank holds the whole group, so the global number of targets needs no
-        # communication. DDP averages gradients over ranks; dividing each rank's loss by
-        # targets / world makes that average the gradient of the loss summed over the group
-        # divided by its targets: N ranks train like one process with N× the batch.
-        n_targets = sum(batch.n_targets for batch in group[: share * world])
-        mine = group[ranks.rank * share : (ranks.rank + 1) * share]
+        world, n_targets = ranks.world_size, step.n_targets
         if ranks.distributed:
             # Every rank has the same weights and batch order; dropout must differ between ranks,
             # and a resumed run must draw the same masks again (only rank 0's random state is
             # saved): each rank seeds each step from the run's seed, its rank and the step.
             torch.manual_seed(hash((self.cfg.run.seed, ranks.rank, state.step)) % 2**63)
-        loss_sum, grad_norm = self.trainer.step(mine, n_targets / world)
+        # DDP averages gradients over ranks; dividing each rank's loss by targets / world makes
+        # that average the gradient of the loss summed over the step's batches divided by their
+        # targets: N ranks train like one process with N× the batch.
+        loss_sum, grad_norm = self.trainer.step(step.batches, n_targets / world)
         if self.trainer.diverged(loss_sum, grad_norm):
             self._stop_on_divergence(loss_sum, grad_norm)
         lr = self.trainer.lr  # the rate this step used
-        epoch_done = len(batches) - (state.batch_in_epoch + len(group)) < world
-        self.trainer.count_step(len(group), n_targets, epoch_done)
+        epoch_done = n_groups - (state.batch_in_epoch + step.n_groups) < world
+        self.trainer.count_step(step.n_groups, n_targets, epoch_done)
         self.window_loss += loss_sum
         state.window_targets += n_targets
         state.elapsed = time.monotonic() - self.started
