@@ -114,6 +114,8 @@ def test_only_rank_zero_writes_the_run_directory(runs):
     assert len(events) == len(set(events))
     assert [e for e in _events(runs["ddp"]) if e["event"] == "start"][0]["processes"] == 2
     assert ("resume", 4) in events
+    # one token store, written by rank 0 and mapped by both ranks, no leftover temporary copy
+    assert [p.name.split("-")[0] for p in (runs["ddp"] / "cache").iterdir()] == ["train"]
 
 
 def test_an_error_on_rank_zero_ends_both_ranks_with_one_line(runs):

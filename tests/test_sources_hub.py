@@ -72,3 +72,19 @@ def test_real_multi30k_raw_files_load_through_the_config():
     assert sizes == {"train": 29000, "validation": 1014, "test": 1000}
     test = load_split(cfg, "test")
     assert test[0]["tgt"] == "A man in an orange hat starring at something."
+
+
+def test_wmt14_config_streams_the_hub_translation_column(monkeypatch):
+    """WMT-style Hub data (a `translation` column of {lang: text}) reaches the token store's
+    reader as chunks of src/tgt columns."""
+    from minitx.data.run_data import train_corpus
+
+    seen = []
+    rows = [{"de": de, "en": en} for de, en in PAIRS] + [{"de": "", "en": "orphan"}]
+    _fake_hub(monkeypatch, {"translation": rows}, seen)
+    cfg = load_config(CONFIGS / "wmt14_de_en.yaml")
+    corpus = train_corpus(cfg)
+    chunks = list(corpus.chunks())
+    assert seen == [("wmt14", "de-en", "train")]
+    assert [(de, en) for c in chunks for de, en in zip(c["src"], c["tgt"], strict=True)] == PAIRS
+    assert corpus.count_rows() == len(PAIRS)
