@@ -109,6 +109,12 @@ def _build(directory: Path, split: str, corpus: Corpus, write: Callable) -> None
             os.replace(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # A run trains on one split with one tokenizer: other stores are stale (a corpus that changed
+    # since), and each may be gigabytes. Only the process training the run (it holds its lock)
+    # writes here, so none of them is in use.
+    for stale in directory.parent.glob("train-*"):
+        if stale != directory:
+            shutil.rmtree(stale, ignore_errors=True)
     seconds = time.monotonic() - started
     log.info(
         f"{split}: encoded {rows:,} rows ({tokens:,} tokens) in {seconds:.0f} s "
