@@ -181,6 +181,38 @@ def test_token_budget_batches_cover_every_pair_once_within_budget():
     assert 1 - real / padded < 0.05  # target padding, the side batches sort by first
 
 
+def _greedy_batches(widths, batch_tokens, seed):
+    """The plain loop token_budget_batches replaces: add rows while rows × widest fits."""
+    n = len(widths[0])
+    tie_break = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
+    order = np.lexsort((tie_break, *reversed(widths)))
+    width = np.max(np.stack(widths), axis=0)
+    batches, start = [], 0
+    while start < n:
+        end, longest = start, 0
+        while end < n:
+            candidate = max(longest, width[order[end]])
+            if (end - start + 1) * candidate > batch_tokens and end > start:
+                break
+            longest, end = candidate, end + 1
+        batches.append(order[start:end].tolist())
+        start = end
+    if seed is not None:
+        batches = [batches[i] for i in np.random.default_rng(seed + 1).permutation(len(batches))]
+    return batches
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_token_budget_batches_equal_the_greedy_loop(trial):
+    """Sorted by target, the widest side is not sorted: the vectorised cut must still match."""
+    rng = np.random.default_rng(trial)
+    n, budget = int(rng.integers(1, 800)), int(rng.integers(1, 700))
+    widths = [rng.integers(1, 90, n), rng.integers(1, 90, n)][: 1 + trial % 2]
+    for seed in (None, trial):
+        cut = [b.tolist() for b in token_budget_batches(widths, budget, seed)]
+        assert cut == _greedy_batches(widths, budget, seed)
+
+
 def test_batch_order_changes_with_seed_and_is_reproducible():
     lengths = np.arange(500) % 37 + 1
     a = token_budget_batches([lengths], 256, seed=1)

@@ -115,18 +115,47 @@ def test_a_stored_split_is_found_again_and_follows_the_corpus(tmp_path, monkeypa
     assert store != first_store and token_store.is_stored(store)
 
 
-def test_a_half_written_store_is_built_again(tmp_path):
+@pytest.mark.parametrize("damage", ["unfinished", "truncated"])
+def test_a_half_written_or_truncated_store_is_built_again(tmp_path, damage):
     data = write_splits(tmp_path / "data")
     cfg, run = _config(data), RunDir(tmp_path / "run")
     run.root.mkdir()
     stored = load_run_data(cfg, run, ("train",)).splits["train"]
     expected = stored.src.rows(range(len(stored)))
-    (store,) = [p for p in run.cache_dir.iterdir() if token_store.is_stored(p)]
-    (store / token_store.DONE).unlink()  # as if the writer died before finishing
-    (store / "src.bin").unlink()  # a new, empty file: the mapped one stays intact
-    (store / "src.bin").write_bytes(b"")
+    (store,) = run.cache_dir.iterdir()
+    if damage == "unfinished":  # as if the writer died before finishing
+        (store / token_store.DONE).unlink()
+    ids = (store / "src.bin").read_bytes()
+    (store / "src.bin").unlink()  # a new file: the one still mapped above stays intact
+    (store / "src.bin").write_bytes(ids[:-4])  # one token short, as after a power loss
+    assert not token_store.is_stored(store)
     rebuilt = load_run_data(cfg, run, ("train",)).splits["train"]
     assert rebuilt.src.rows(range(len(rebuilt))) == expected
+
+
+def test_a_chunk_that_keeps_no_rows_is_stored_as_nothing(tmp_path, monkeypatch):
+    """Chunks of 5 pairs, the second all longer than data.max_len: the store skips it."""
+    from minitx.data import corpus as corpus_module
+
+    monkeypatch.setattr(corpus_module, "CHUNK_ROWS", 5)
+    long = [("ein sehr langer satz " * 4, "a very long sentence " * 4)] * 5
+    pairs = [*PAIRS[:5], *long, *PAIRS[:5], *long]  # the last chunk is filtered out too
+    write_parallel(tmp_path / "data", "train", pairs)
+    codecs = _codecs(pairs)
+    corpus = text_corpus(tmp_path / "data/train.de", tmp_path / "data/train.en", "train")
+    token_store.store_pairs(tmp_path / "store", corpus, codecs, 8, "train")
+    stored = token_store.read_pairs(tmp_path / "store")
+    assert stored.tgt.rows(range(len(stored))) == codecs.tgt.encode([en for _, en in PAIRS[:5]] * 2)
+
+
+def test_only_the_building_rank_encodes(tmp_path):
+    """The other ranks of a torchrun group map the store rank 0 built; one missing is a bug."""
+    data = write_splits(tmp_path / "data")
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    with pytest.raises(RuntimeError, match="rank 0 should have built"):
+        load_run_data(_config(data), run, ("train",), build_store=False)
+    assert not run.cache_dir.exists()
 
 
 def test_stored_labelled_texts_equal_the_in_memory_encoding(tmp_path):

@@ -294,11 +294,16 @@ def encode_texts(
     ]
 
 
+SKIP_REASONS = ("missing label", "unknown label", "too many tokens")
+
+
 @dataclass
 class SkippedRows:
     """Labelled rows left out of a split: counts by reason, and the unknown labels met."""
 
-    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    counts: collections.Counter = dataclasses.field(  # reasons in the order the log gives them
+        default_factory=lambda: collections.Counter(dict.fromkeys(SKIP_REASONS, 0))
+    )
     unknown: set = dataclasses.field(default_factory=set)
 
     def add(self, other: SkippedRows) -> None:

@@ -37,6 +37,7 @@ class Corpus:
     fingerprint: str
     count_rows: Callable[[], int]
     chunks: Callable[[], Iterator]
+    dataset: datasets.Dataset | None = None  # the whole split, when it is a Dataset
 
 
 def dataset_corpus(dataset: datasets.Dataset) -> Corpus:
@@ -44,7 +45,7 @@ def dataset_corpus(dataset: datasets.Dataset) -> Corpus:
         for start in range(0, len(dataset), CHUNK_ROWS):  # contiguous: no copy
             yield dataset.select(range(start, min(start + CHUNK_ROWS, len(dataset))))
 
-    return Corpus(dataset._fingerprint, lambda: len(dataset), chunks)
+    return Corpus(dataset._fingerprint, lambda: len(dataset), chunks, dataset)
 
 
 def text_corpus(src_file: Path, tgt_file: Path, split: str) -> Corpus:
@@ -55,7 +56,10 @@ def text_corpus(src_file: Path, tgt_file: Path, split: str) -> Corpus:
     ]
     fingerprint = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:32]
 
+    reported = False  # the skipped pairs are said once, not on every pass
+
     def chunks() -> Iterator[dict[str, list[str]]]:
+        nonlocal reported
         src_lines, tgt_lines = text_lines(src_file), text_lines(tgt_file)
         kept = dropped = 0
         while src := list(itertools.islice(src_lines, CHUNK_ROWS)):
@@ -71,8 +75,9 @@ def text_corpus(src_file: Path, tgt_file: Path, split: str) -> Corpus:
             check_parallel(src_file, tgt_file)
         if not kept:
             raise UserError(f"split '{split}' has no non-empty sentence pairs")
-        if dropped:
+        if dropped and not reported:
             log.info(f"{split}: skipped {dropped} sentence pairs with an empty text")
+        reported = True
 
     return Corpus(fingerprint, lambda: check_parallel(src_file, tgt_file), chunks)
 

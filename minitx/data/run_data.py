@@ -17,7 +17,13 @@ from minitx.data.batching import (
 )
 from minitx.data.corpus import Corpus, dataset_corpus, sample_rows, text_corpus
 from minitx.data.labels import label_names, load_label_names, save_label_names
-from minitx.data.sources import load_labelled_texts, load_pairs, parallel_files, split_name
+from minitx.data.sources import (
+    SYNTHETIC,
+    load_labelled_texts,
+    load_pairs,
+    parallel_files,
+    split_name,
+)
 from minitx.data.token_store import (
     is_stored,
     read_labelled,
@@ -57,7 +63,7 @@ def train_corpus(cfg: Config) -> Corpus:
     name = split_name(data.splits, "train")
     local = Path(data.path).expanduser()
     renamed = data.rename_columns.get("train") or data.rename_columns.get(name)
-    if cfg.task == "translation" and local.is_dir() and not renamed:
+    if cfg.task == "translation" and data.path != SYNTHETIC and local.is_dir() and not renamed:
         files = parallel_files(local, name, data.src, data.tgt)
         if files:
             return text_corpus(*files, name)
@@ -76,10 +82,13 @@ def training_texts(cfg: Config, corpus: Corpus) -> tuple[list[str], list[str]]:
     return sample["src"], sample["tgt"]
 
 
-def load_run_data(cfg: Config, run: RunDir, splits: tuple[str, ...]) -> RunData:
+def load_run_data(
+    cfg: Config, run: RunDir, splits: tuple[str, ...], build_store: bool = True
+) -> RunData:
     """Encoded splits; the tokenizer (and label names) are loaded from the run, or made from `train`
     and saved there once every split has encoded, so a failed first start leaves nothing stale.
-    The training split is encoded into the run's token store once and memory-mapped after."""
+    The training split is encoded into the run's token store once and memory-mapped after;
+    `build_store=False` (the other ranks of a torchrun group) only maps the one rank 0 built."""
     # Every split is opened (the evaluation splits, small, loaded) before the long work starts,
     # so that a missing one fails fast.
     corpus = train_corpus(cfg) if "train" in splits else None
@@ -90,7 +99,8 @@ def load_run_data(cfg: Config, run: RunDir, splits: tuple[str, ...]) -> RunData:
         if run.labels_file.is_file():
             labels = load_label_names(run.labels_file)
         else:
-            labels = label_names(load_split(cfg, "train"))
+            train = corpus.dataset if corpus and corpus.dataset else load_split(cfg, "train")
+            labels = label_names(train)
             made.append(lambda: save_label_names(labels, run.labels_file))
     if run.has_tokenizer():
         codecs = load_codecs(run)
@@ -100,7 +110,7 @@ def load_run_data(cfg: Config, run: RunDir, splits: tuple[str, ...]) -> RunData:
     encoded = {}
     for split in splits:
         if split == "train":
-            encoded[split] = _stored_train_split(cfg, run, corpus, codecs, labels)
+            encoded[split] = _stored_train_split(cfg, run, corpus, codecs, labels, build_store)
         elif cfg.task == "classification":
             encoded[split], _ = encode_labelled(raw[split], codecs.src, labels, split)
         else:
@@ -124,14 +134,20 @@ def _make_codecs(cfg: Config, corpus: Corpus) -> Codecs:
 
 
 def _stored_train_split(
-    cfg: Config, run: RunDir, corpus: Corpus, codecs: Codecs, labels: list[str] | None
+    cfg: Config,
+    run: RunDir,
+    corpus: Corpus,
+    codecs: Codecs,
+    labels: list[str] | None,
+    build: bool,
 ) -> TokenPairs | EncodedTexts:
     """The training split from the run's token store, encoded into it first if it is not there."""
     directory = store_directory(run.cache_dir, codecs, cfg.data, corpus, labels)
-    if cfg.task == "classification":
-        if not is_stored(directory):
-            store_labelled(directory, corpus, codecs, labels, cfg.data.max_len, "train")
-        return read_labelled(directory)
     if not is_stored(directory):
-        store_pairs(directory, corpus, codecs, cfg.data.max_len, "train")
-    return read_pairs(directory)
+        if not build:  # a bug, not a user error: rank 0 built this very store a moment ago
+            raise RuntimeError(f"no token store at {directory}, which rank 0 should have built")
+        if cfg.task == "classification":
+            store_labelled(directory, corpus, codecs, labels, cfg.data.max_len, "train")
+        else:
+            store_pairs(directory, corpus, codecs, cfg.data.max_len, "train")
+    return read_labelled(directory) if cfg.task == "classification" else read_pairs(directory)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import tokenizers
 
 from minitx.config import DataConfig
 from minitx.data.batching import (
@@ -40,7 +41,9 @@ from minitx.progress import bar
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the layout changes: old stores are then ignored, not misread
+# Bump when the layout or the reading of the text (line splitting, filters) changes: old stores
+# are then ignored, not misread.
+FORMAT = 1
 DONE = "rows.json"
 
 
@@ -48,7 +51,7 @@ def store_directory(
     cache_dir: Path, codecs: Codecs, data: DataConfig, corpus: Corpus, labels: list[str] | None
 ) -> Path:
     """Where the split `corpus` encoded by `codecs` is kept."""
-    digest = hashlib.sha256(str(FORMAT).encode())
+    digest = hashlib.sha256(f"{FORMAT} {tokenizers.__version__}".encode())
     for codec in {id(c): c for c in (codecs.src, codecs.tgt)}.values():
         digest.update(codec.tokenizer.to_str().encode())
     described = {"data": dataclasses.asdict(data), "labels": labels, "corpus": corpus.fingerprint}
@@ -57,7 +60,17 @@ def store_directory(
 
 
 def is_stored(directory: Path) -> bool:
-    return (directory / DONE).is_file()
+    """Finished, and every ids file as long as its offsets say (a truncated file is rebuilt)."""
+    if not (directory / DONE).is_file():
+        return False
+    try:
+        for offsets in directory.glob("*.offsets.npy"):
+            ids = offsets.with_name(offsets.name.replace(".offsets.npy", ".bin"))
+            if ids.stat().st_size != 4 * int(np.load(offsets, mmap_mode="r")[-1]):
+                return False
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
 
 
 class _RaggedWriter:
@@ -67,21 +80,17 @@ class _RaggedWriter:
         self.directory, self.name = directory, name
         self.file = (directory / f"{name}.bin").open("wb")
         self.ends: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]
+        self.rows = self.tokens = 0
 
     def append(self, rows: list[list[int]]) -> None:
-        chunk = RaggedIds.from_rows(rows)
+        chunk = RaggedIds.from_rows(rows)  # may be empty: every row of a chunk filtered out
         self.file.write(chunk.ids.tobytes())
-        self.ends.append(chunk.offsets[1:] + self.ends[-1][-1])
-
-    @property
-    def rows(self) -> int:
-        return sum(len(ends) for ends in self.ends) - 1
-
-    @property
-    def tokens(self) -> int:
-        return int(self.ends[-1][-1])
+        self.ends.append(chunk.offsets[1:] + self.tokens)
+        self.rows, self.tokens = self.rows + len(rows), self.tokens + len(chunk.ids)
 
     def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())  # on disk before the store is renamed into place
         self.file.close()
         np.save(self.directory / f"{self.name}.offsets.npy", np.concatenate(self.ends))
 
@@ -93,14 +102,15 @@ def _read_ragged(directory: Path, name: str) -> RaggedIds:
     return RaggedIds(np.memmap(directory / f"{name}.bin", dtype=np.int32, mode="r"), offsets)
 
 
-def _build(directory: Path, split: str, corpus: Corpus, write: Callable) -> None:
-    """Run `write(tmp, chunks)` into a temporary directory, then rename it to `directory`."""
+def _build(directory: Path, split: str, corpus: Corpus, write: Callable, unit: str) -> None:
+    """Run `write(tmp, chunks)` into a temporary directory, then rename it to `directory`;
+    `unit` names the rows (pairs, texts) for the progress bar and the log."""
     tmp = directory.with_name(f"{directory.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     started = time.monotonic()
     try:
-        with bar(total=corpus.count_rows(), desc=f"encode {split}", unit=" rows") as progress:
+        with bar(total=corpus.count_rows(), desc=f"encode {split}", unit=f" {unit}") as progress:
             rows, tokens = write(tmp, _counted(corpus.chunks(), progress))
         (tmp / DONE).write_text(json.dumps({"rows": rows, "tokens": tokens}) + "\n")
         if directory.exists() and not is_stored(directory):  # damaged: never renamed whole
@@ -112,13 +122,16 @@ def _build(directory: Path, split: str, corpus: Corpus, write: Callable) -> None
     # A run trains on one split with one tokenizer: other stores are stale (a corpus that changed
     # since), and each may be gigabytes. Only the process training the run (it holds its lock)
     # writes here, so none of them is in use.
-    for stale in directory.parent.glob("train-*"):
-        if stale != directory:
-            shutil.rmtree(stale, ignore_errors=True)
+    for stale in directory.parent.iterdir():  # with the .npz caches of minitx before the store
+        if stale != directory and (stale.name.startswith("train-") or stale.suffix == ".npz"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
     seconds = time.monotonic() - started
     log.info(
-        f"{split}: encoded {rows:,} rows ({tokens:,} tokens) in {seconds:.0f} s "
-        f"({rows / max(seconds, 1e-9):,.0f} rows/s) into {directory}"
+        f"{split}: encoded {rows:,} {unit} ({tokens:,} tokens) in {seconds:.0f} s "
+        f"({rows / max(seconds, 1e-9):,.0f} {unit}/s) into {directory}"
     )
 
 
@@ -145,7 +158,7 @@ def store_pairs(
             raise no_pairs_left(max_len)
         return src.rows, src.tokens + tgt.tokens
 
-    _build(directory, split, corpus, write)
+    _build(directory, split, corpus, write, "pairs")
 
 
 def store_labelled(
@@ -170,7 +183,7 @@ def store_labelled(
         np.save(tmp / "labels.npy", np.array(labels, dtype=np.int64))
         return len(labels), text.tokens
 
-    _build(directory, split, corpus, write)
+    _build(directory, split, corpus, write, "texts")
 
 
 def read_pairs(directory: Path) -> TokenPairs:

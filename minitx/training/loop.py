@@ -104,7 +104,7 @@ class Training:
         self.origin = self._find_origin() if self.resumed_from is None else None
         # Rank 0 first: it may train and save the tokenizer, which the other ranks then load.
         self.data: RunData = ranks.main_first(
-            lambda: load_run_data(cfg, run, splits=("train", "validation"))
+            lambda: load_run_data(cfg, run, ("train", "validation"), build_store=ranks.is_main)
         )
         model = build_run_model(cfg, self.data.codecs, self.data.labels)
         if self.origin is not None:  # fine-tuning: the earlier run's weights, fresh optimizer
@@ -189,7 +189,11 @@ class Training:
                 groups, epoch = self._epoch_batches(), state.epoch
                 with Prefetched(self._epoch_steps(groups, state.batch_in_epoch)) as steps:
                     while stop is None and state.epoch == epoch:
-                        self._step(next(steps), len(groups), progress)
+                        step = next(steps, None)
+                        if step is None:  # fewer batches left than ranks: a resume with more
+                            self.trainer.end_epoch()  # processes than the run saved with
+                            break
+                        self._step(step, len(groups), progress)
                         stop = self._stop_decision(signals)
         return self._finish(stop)
 

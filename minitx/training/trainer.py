@@ -154,8 +154,11 @@ class Trainer:
         self.state.targets += targets
         self.state.batch_in_epoch += batches
         if epoch_done:
-            self.state.epoch += 1
-            self.state.batch_in_epoch = 0
+            self.end_epoch()
+
+    def end_epoch(self) -> None:
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
 
     def state_dict(self) -> dict:
         return {
