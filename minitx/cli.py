@@ -494,6 +494,59 @@ def average(
 
 
 @app.command()
+def export(
+    run_dir: Path = RUN_DIR,
+    out: Path = typer.Option(..., "--out", "-o", help="The export directory (absent or empty)."),
+    export_format: str | None = typer.Option(
+        None,
+        "--format",
+        help="ctranslate2 (translation) or onnx (classifiers; the encoder of translation models) "
+        "[default: ctranslate2 for translation, onnx for classification].",
+    ),
+    quantization: str = typer.Option(
+        "none", "--quantization", help="CTranslate2 weights: none, int8, int8_float32, float16."
+    ),
+    checkpoint: str = CHECKPOINT,
+    quiet: bool = QUIET,
+) -> None:
+    """Export a run for another engine: CTranslate2 for translation, ONNX Runtime for classifiers.
+    The directory holds the model, config, tokenizer and export.json; `minitx translate`,
+    `minitx predict` and `minitx.load` take it in place of the run. Needs pip install
+    'minitx[export]'.
+
+    Examples:
+
+      minitx export runs/multi30k_de_en_raw --out exports/m30k_int8 --quantization int8
+
+      minitx translate exports/m30k_int8 "Ein Hund rennt im Park."
+
+      minitx export runs/sst2 --out exports/sst2_onnx
+    """
+    from minitx.evaluate import load_run, require_model
+    from minitx.export.writer import check_request, export_model
+
+    _start(quiet)
+    run = RunDir(run_dir)
+    task = run.config().task
+    export_format = export_format or ("ctranslate2" if task == "translation" else "onnx")
+    check_request(task, export_format, quantization)  # before the weights load
+    trained = load_run(run, checkpoint, ("run.device=cpu", "run.dtype=fp32"))
+    require_model(trained, "export")
+    origin = {"run": str(run_dir), "checkpoint": checkpoint, "step": trained.checkpoint_step}
+    export_model(
+        trained.model,
+        trained.config,
+        trained.codecs,
+        trained.labels,
+        out,
+        export_format,
+        quantization,
+        origin,
+    )
+    typer.echo(f"wrote {out} ({export_format}, step {trained.checkpoint_step} of {run_dir})")
+
+
+@app.command()
 def report(run_dir: Path = RUN_DIR, checkpoint: str = CHECKPOINT, quiet: bool = QUIET) -> None:
     """Write RUN_DIR/report.html: what was trained, the curves, every evaluated split with its
     signature, the confusion matrix (classification) or the best and worst sample translations

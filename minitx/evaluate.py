@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,24 +33,30 @@ MAX_ATTENTION_TOKENS = 200
 
 @dataclass
 class TrainedRun:
+    """A run's model, or an export's engine (then `model` is None), with what using it needs."""
+
     run: RunDir
     config: Config
     codecs: Codecs
-    model: Seq2Seq | Classifier
+    model: Seq2Seq | Classifier | None
     compute: Compute
     checkpoint_step: int
     labels: list[str] | None  # classification: label names in class-index order
+    engine: Any = None  # an export's CTranslate2Translator or OnnxClassifier (minitx/export)
 
 
 def load_run(
     run: RunDir | Path | str, checkpoint: str = "best", overrides: tuple[str, ...] = ()
 ) -> TrainedRun:
-    """Config, tokenizer and weights of a run; `overrides` may change decode and run settings."""
+    """Config, tokenizer and weights of a run (or the engine of an export directory, written by
+    `minitx export`); `overrides` may change decode and run settings."""
     run = run if isinstance(run, RunDir) else RunDir(run)
     directory = run.checkpoint(checkpoint)  # refuses a name that is not a checkpoint's
     cfg = run.config()
     if overrides:
         cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides), source="--set")
+    if run.is_export():
+        return _load_export(run, cfg)
     runtime.set_threads(cfg.run.threads)
     device = runtime.resolve_device(cfg.run.device)
     cfg = runtime.with_resolved_dtype(cfg, device)
@@ -67,6 +74,26 @@ def load_run(
     return TrainedRun(run, cfg, codecs, model, compute, int(meta.get("step", 0)), labels)
 
 
+def _load_export(run: RunDir, cfg: Config) -> TrainedRun:
+    from minitx.export.engines import open_engine
+
+    info = run.export_info()
+    codecs = load_codecs(run)
+    labels = load_label_names(run.labels_file) if cfg.task == "classification" else None
+    engine = open_engine(run.root, info, cfg, codecs, run.onnx_file)
+    compute = Compute(torch.device("cpu"), "fp32")  # for what runs beside the engine
+    return TrainedRun(run, cfg, codecs, None, compute, int(info.get("step", 0)), labels, engine)
+
+
+def require_model(trained: TrainedRun, command: str) -> None:
+    """Refuse an export where `command` needs the PyTorch model itself."""
+    if trained.model is None:
+        raise UserError(
+            f"{trained.run} is an export; `minitx {command}` needs the run directory it came from "
+            f"({trained.run.export_info().get('run', 'see export.json')})"
+        )
+
+
 def require_task(trained: TrainedRun, task: str, instead: str) -> None:
     if trained.config.task != task:
         raise UserError(
@@ -77,6 +104,7 @@ def require_task(trained: TrainedRun, task: str, instead: str) -> None:
 def evaluate_split(trained: TrainedRun, split: str, decode: DecodeConfig | None = None) -> dict:
     """Score `split` and write RUN_DIR/eval/<split>.json with the outputs beside it; translation
     decodes the best hypothesis as `decode` says (default: the run's settings)."""
+    require_model(trained, "eval")  # the loss needs the model's logits
     run = trained.run
     run.eval_dir.mkdir(exist_ok=True)
     if trained.config.task == "classification":
@@ -154,6 +182,8 @@ def translate_texts(
     with `decode.alignments`, each hypothesis carries its word alignment."""
     require_task(trained, "translation", "translate")
     decode = decode or trained.config.decode
+    if trained.engine is not None:
+        return trained.engine.translate(texts, decode)
     src_ids = trained.codecs.src.encode(texts)
     found = translate(trained.model, src_ids, trained.codecs, decode, trained.compute)
     if decode.alignments:
@@ -212,8 +242,11 @@ def classify_texts(
     results = []
     for start in range(0, len(ids), batch_size):
         src = pad(ids[start : start + batch_size], codec.pad_id).to(trained.compute.device)
-        with trained.compute.autocast():
-            probabilities = trained.model(src).float().softmax(-1).cpu()
+        if trained.engine is not None:
+            probabilities = trained.engine.probabilities(src.numpy())
+        else:
+            with trained.compute.autocast():
+                probabilities = trained.model(src).float().softmax(-1).cpu().numpy()
         results += [dict(zip(trained.labels, row.tolist(), strict=True)) for row in probabilities]
     return results
 
@@ -227,6 +260,7 @@ def attention_maps(trained: TrainedRun, text: str) -> dict:
     cross-attention (target × source), per layer, each (H, Tq, Tk). Classification: encoder
     self-attention and the prediction.
     """
+    require_model(trained, "attention")
     codec, model, device = trained.codecs.src, trained.model, trained.compute.device
     translation = trained.config.task == "translation"
     if translation:

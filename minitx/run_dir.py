@@ -11,18 +11,22 @@ RUN_DIR/checkpoints/crash/   the weights before a step whose loss became non-fin
 RUN_DIR/metrics.jsonl        one JSON object per training log, validation and end event
 RUN_DIR/train.log            the status lines of every training session, timestamped
 RUN_DIR/tensorboard/         TensorBoard event files (run.tensorboard)
-RUN_DIR/cache/               token ids of the training and validation splits, for a faster restart
+RUN_DIR/cache/               the training split's token ids (data/token_store.py), memory-mapped
 RUN_DIR/eval/<split>.json    scores written by `minitx eval`; translation hypotheses in <split>.hyp,
                              classification predictions in <split>.pred and <split>.confusion.png
 RUN_DIR/plots/               curves drawn by `minitx plot`
 RUN_DIR/attention/           maps drawn by `minitx attention`
 RUN_DIR/.lock                held by the process that trains the run (its pid inside)
+
+An export directory (`minitx export`) has the same config.yaml, tokenizer and labels.json, plus
+export.json (what it is) and the engine's model (CTranslate2's model.bin, or model.onnx).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -79,6 +83,9 @@ class RunDir:
         self.metrics_file, self.train_log = root / "metrics.jsonl", root / "train.log"
         self.tensorboard_dir, self.cache_dir = root / "tensorboard", root / "cache"
         self.lock_file = root / ".lock"
+        # What `minitx export` writes beside config and tokenizer: what it is, and the engine's model.
+        self.export_file = root / "export.json"
+        self.onnx_file = root / "model.onnx"
         # What the other commands write.
         self.eval_dir, self.attention_dir = root / "eval", root / "attention"
         self.plots_dir = root / "plots"
@@ -115,6 +122,16 @@ class RunDir:
         """config.yaml beside what training writes: a run, not a project folder with a config."""
         written = self.metrics_file.is_file() or self.checkpoints_dir.is_dir()
         return self.config_file.is_file() and (written or self.has_tokenizer())
+
+    def is_export(self) -> bool:
+        return self.export_file.is_file()
+
+    def export_info(self) -> dict:
+        """export.json: the format, task, quantization and the run and checkpoint it came from."""
+        try:
+            return json.loads(self.export_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{self.export_file} is damaged; export the run again") from None
 
     def has_tokenizer(self) -> bool:
         return self.tokenizer_file.is_file() or self.src_tokenizer_file.is_file()

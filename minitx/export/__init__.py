@@ -1,0 +1,1 @@
+"""Export a trained run to other engines: CTranslate2 (translation) and ONNX (encoders)."""

@@ -1,0 +1,205 @@
+"""`minitx export`: CTranslate2 and ONNX exports give what the PyTorch model gives, and an export
+directory works wherever a run directory does for translating and predicting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from minitx.config import config_from_dict
+from minitx.errors import UserError
+from minitx.evaluate import classify_texts, load_run, translate_texts
+from minitx.run_dir import RunDir
+
+from conftest import train_run
+
+pytest.importorskip("ctranslate2")
+pytest.importorskip("onnxruntime")
+
+
+def _export(*args) -> tuple[int, str]:
+    """`minitx export ARGS` as a user runs it; its exit code and stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "minitx", "export", *map(str, args), "-q"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return done.returncode, done.stderr
+
+
+@pytest.fixture(scope="module")
+def translation_run(tmp_path_factory):
+    """The synthetic number task, trained long enough that its outputs are confident."""
+    cfg = config_from_dict(
+        {
+            "data": {"path": "synthetic", "synthetic_size": 3000},
+            "tokenizer": {"vocab_size": 128},
+            "model": {
+                "d_model": 64,
+                "n_heads": 4,
+                "n_encoder_layers": 2,
+                "n_decoder_layers": 2,
+                "d_ff": 128,
+                "dropout": 0.0,
+            },
+            "train": {
+                "batch_tokens": 1024,
+                "lr": 2e-3,
+                "warmup_steps": 30,
+                "max_steps": 200,
+                "eval_every": 200,
+                "eval_max_sentences": 16,
+            },
+            "decode": {"beam_size": 1},
+            "run": {"dtype": "fp32", "device": "cpu", "seed": 1},
+        }
+    )
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    train_run(cfg, run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def ct2_export(translation_run):
+    out = translation_run.parent / "ct2"
+    code, output = _export(translation_run, "--out", out)
+    assert code == 0, output
+    return out
+
+
+def _test_sources(run_dir, n=60) -> list[str]:
+    from minitx.data.run_data import load_split
+
+    return load_split(RunDir(run_dir).config(), "test")["src"][:n]
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_ctranslate2_translates_as_minitx_does(translation_run, ct2_export, beam_size):
+    texts = _test_sources(translation_run)
+    run, export = load_run(translation_run), load_run(ct2_export)
+    assert export.model is None and export.engine is not None
+    decode = replace(run.config.decode, beam_size=beam_size)
+    mine = [h[0] for h in translate_texts(run, texts, decode)]
+    theirs = [h[0] for h in translate_texts(export, texts, decode)]
+    assert [h.text for h in theirs] == [h.text for h in mine]
+    assert [h.tokens for h in theirs] == [h.tokens for h in mine]
+    # The same scores: log-probability / length**length_penalty, computed by each engine.
+    np.testing.assert_allclose([h.score for h in theirs], [h.score for h in mine], atol=1e-3)
+    np.testing.assert_allclose([h.log_prob for h in theirs], [h.log_prob for h in mine], atol=1e-2)
+
+
+def test_an_export_directory_describes_itself_and_is_refused_where_the_model_is_needed(
+    translation_run, ct2_export
+):
+    info = json.loads(RunDir(ct2_export).export_file.read_text())
+    assert info["format"] == "ctranslate2" and info["step"] == 200
+    assert info["run"] == str(translation_run)
+    from minitx.evaluate import evaluate_split
+
+    with pytest.raises(UserError, match="is an export; `minitx eval` needs the run directory"):
+        evaluate_split(load_run(ct2_export), "test")
+
+
+def test_int8_export_translates_most_sentences_alike(translation_run, tmp_path):
+    code, output = _export(translation_run, "--out", tmp_path / "int8", "--quantization", "int8")
+    assert code == 0, output
+    texts = _test_sources(translation_run)
+    decode = load_run(translation_run).config.decode
+    mine = [h[0].text for h in translate_texts(load_run(translation_run), texts, decode)]
+    int8 = [h[0].text for h in translate_texts(load_run(tmp_path / "int8"), texts, decode)]
+    assert sum(a == b for a, b in zip(mine, int8, strict=True)) >= 0.9 * len(texts)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "tflite"], "--format must be one of ctranslate2, onnx"),
+        (["--quantization", "int4"], "--quantization for ctranslate2 must be one of"),
+    ],
+)
+def test_bad_export_requests_are_one_line(translation_run, tmp_path, args, message):
+    code, output = _export(translation_run, "--out", tmp_path / "x", *args)
+    assert code == 2 and message in output and "Traceback" not in output
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_model_ctranslate2_cannot_run_is_refused_naming_the_key(tmp_path):
+    from minitx.export.ctranslate2 import check_expressible
+
+    cfg = config_from_dict({"model": {"attention": "cosine"}})
+    with pytest.raises(UserError, match="CTranslate2 cannot run model.attention: cosine"):
+        check_expressible(cfg.model)
+    cfg = config_from_dict({"model": {"positions": "rope"}})
+    with pytest.raises(UserError, match="model.positions: rope"):
+        check_expressible(cfg.model)
+
+
+def test_a_missing_extra_names_what_to_install():
+    from minitx.export.engines import require_extra
+
+    with pytest.raises(UserError, match=r"pip install 'minitx\[export\]'"):
+        require_extra("an_engine_that_is_not_installed")
+
+
+def test_export_refuses_a_non_empty_directory(translation_run, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    code, output = _export(translation_run, "--out", tmp_path / "taken")
+    assert code == 2 and "exists and is not empty" in output
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def classification_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    rows = [("pos", "a good film"), ("neg", "a bad film"), ("pos", "great fun"), ("neg", "dull")]
+    for split in ("train", "validation", "test"):
+        (root / f"{split}.tsv").write_text(
+            "label\ttext\n" + "".join(f"{label}\t{text}\n" for label, text in rows * 10)
+        )
+    cfg = config_from_dict(
+        {
+            "task": "classification",
+            "data": {"path": str(root)},
+            "tokenizer": {"vocab_size": 40, "min_frequency": 1},
+            "model": {"d_model": 32, "n_heads": 4, "n_encoder_layers": 2, "d_ff": 64},
+            "train": {"batch_tokens": 256, "max_steps": 4, "eval_every": 4},
+            "run": {"dtype": "fp32", "device": "cpu"},
+        }
+    )
+    train_run(cfg, root / "run")
+    return root / "run"
+
+
+def test_onnx_classifier_gives_the_pytorch_logits_and_predictions(classification_run, tmp_path):
+    code, output = _export(classification_run, "--out", tmp_path / "onnx")
+    assert code == 0, output
+    info = json.loads(RunDir(tmp_path / "onnx").export_file.read_text())
+    assert info["format"] == "onnx" and info["onnx_max_difference"] <= 1e-4
+    texts = ["a good film", "dull", "a bad film and great fun", "fun"]
+    run, export = load_run(classification_run), load_run(tmp_path / "onnx")
+    expected, found = classify_texts(run, texts), classify_texts(export, texts)
+    for one, two in zip(expected, found, strict=True):
+        assert one.keys() == two.keys()
+        assert all(abs(one[k] - two[k]) < 1e-4 for k in one)
+
+
+def test_onnx_encoder_of_a_translation_model_matches_pytorch(translation_run, tmp_path):
+    code, output = _export(translation_run, "--out", tmp_path / "enc", "--format", "onnx")
+    assert code == 0, output
+    from minitx.export.onnx import run_onnx
+
+    run = load_run(translation_run)
+    src = torch.tensor([[5, 6, 7, 8, 3], [9, 10, 3, 0, 0]])
+    with torch.no_grad():
+        memory, _ = run.model.encode(src)
+    onnx_memory = run_onnx(RunDir(tmp_path / "enc").onnx_file, src.numpy())
+    assert np.abs(onnx_memory - memory.numpy()).max() < 1e-4
