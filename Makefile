@@ -11,7 +11,7 @@ $(BIN)/minitx:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install '$(TORCH)'
-	$(BIN)/pip install -e '.[dev,browser,export]'
+	$(BIN)/pip install -e '.[dev,browser,export,serve]'
 
 install:
 	rm -f $(BIN)/minitx

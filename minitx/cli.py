@@ -6,6 +6,7 @@ import io
 import json
 import os
 import select
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -544,6 +545,56 @@ def export(
         origin,
     )
     typer.echo(f"wrote {out} ({export_format}, step {trained.checkpoint_step} of {run_dir})")
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory, or an export of one."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    max_batch_texts: int = typer.Option(
+        64, "--max-batch-texts", min=1, help="Texts decoded together at most."
+    ),
+    max_wait_ms: float = typer.Option(
+        5.0, "--max-wait-ms", min=0.0, help="How long a request waits for others to batch with."
+    ),
+    max_texts: int = typer.Option(64, "--max-texts", min=1, help="Texts one request may send."),
+    max_chars: int = typer.Option(2000, "--max-chars", min=1, help="Characters one text may have."),
+    batching: bool = typer.Option(
+        True, "--batching/--no-batching", help="Decode requests that arrive together as one batch."
+    ),
+    checkpoint: str = CHECKPOINT,
+    overrides: list[str] = SETS,
+    quiet: bool = QUIET,
+) -> None:
+    """Serve a run or an export over HTTP: POST /translate or /predict, GET /health and /info,
+    OpenAPI docs at /docs. Needs pip install 'minitx[serve]'.
+
+    Examples:
+
+      minitx serve runs/multi30k_de_en_raw --port 8000
+
+      curl -s localhost:8000/translate -H 'content-type: application/json'
+        -d '{"texts": ["Ein Hund rennt."], "beam_size": 5}'
+    """
+    from minitx.api import load
+
+    _start(quiet)
+    try:
+        import uvicorn
+
+        from minitx.serve import ServeOptions, create_app, server_info
+    except ImportError:
+        raise UserError(
+            "minitx serve needs FastAPI and uvicorn: pip install 'minitx[serve]'"
+        ) from None
+    model = load(run_dir, checkpoint, overrides=overrides)
+    options = ServeOptions(max_batch_texts, max_wait_ms, max_texts, max_chars, batching)
+    app_ = create_app(model, server_info(model), options)
+    # uvicorn answers SIGTERM by draining the requests in flight, then raises the signal again
+    # with the handler it found: this one makes that a clean exit 0, as a process manager expects.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
 
 
 @app.command()

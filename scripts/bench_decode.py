@@ -1,7 +1,9 @@
 """Decoding speed and BLEU of a trained run: greedy, beam 5, beam 5 with its 5-best list, sampling
-(one and five samples per source), and beam 5 without the key/value cache.
+(one and five samples per source), and beam 5 without the key/value cache; or, with `--engines`,
+beam 5 in minitx's PyTorch loop against its CTranslate2 exports (fp32 and int8), on 1 and 2 threads.
 
     python scripts/bench_decode.py --run-dir runs/multi30k_de_en_raw [--split test] [--quick]
+    python scripts/bench_decode.py --run-dir runs/multi30k_de_en_raw --engines
 
 Without the cache the same search recomputes the whole prefix at every step; both must produce the
 same translations. BLEU is of the first (best) hypothesis. Prints a table and one JSON line.
@@ -12,16 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import datasets
+import torch
 
 from minitx.data.batching import encode_pairs
 from minitx.data.run_data import load_split
 from minitx.decode import translate
-from minitx.evaluate import load_run
+from minitx.evaluate import load_run, translate_texts
+from minitx.export.writer import export_model
 from minitx.metrics import translation_scores
 
 SEARCHES = {
@@ -39,8 +44,12 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--quick", action="store_true", help="first 100 sentences only")
     parser.add_argument("--repeats", type=int, default=3, help="time each search N times")
+    parser.add_argument("--engines", action="store_true", help="PyTorch against CTranslate2")
     args = parser.parse_args()
     datasets.disable_progress_bars()  # as the CLI does: only the results are printed
+    if args.engines:
+        compare_engines(args)
+        return
 
     run = load_run(args.run_dir)
     pairs = encode_pairs(load_split(run.config, args.split), run.codecs.src, run.codecs.tgt)
@@ -71,6 +80,54 @@ def main() -> None:
         print(f"{name:<18} {speed:>8.1f} {ratio:>8.2f}x {results['bleu_' + name]:>6.2f}")
     summary = {"split": args.split, "sentences": len(pairs), "dtype": run.config.run.dtype}
     print(json.dumps({**summary, **results}))
+
+
+def compare_engines(args) -> None:
+    """Beam 5 on the split: minitx in the run's dtype and in fp32, CTranslate2 fp32 and int8."""
+    run = load_run(args.run_dir)
+    split = load_split(run.config, args.split)
+    texts, references = split["src"][:], split["tgt"][:]
+    if args.quick:
+        texts, references = texts[:100], references[:100]
+    decode = replace(run.config.decode, beam_size=5, n_best=1, sample=False)
+    fp32 = load_run(args.run_dir, overrides=("run.dtype=fp32",))
+    engines = {f"minitx_{run.config.run.dtype}": run, "minitx_fp32": fp32}
+    with tempfile.TemporaryDirectory() as scratch:
+        for quantization in ("none", "int8"):
+            out = Path(scratch) / quantization
+            origin = {"run": str(args.run_dir), "checkpoint": "best", "step": run.checkpoint_step}
+            export_model(
+                fp32.model, fp32.config, fp32.codecs, None, out, "ctranslate2", quantization, origin
+            )
+            name = "ctranslate2_" + ("fp32" if quantization == "none" else quantization)
+            engines[name] = out
+        results = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for name, engine in engines.items():
+                if isinstance(engine, Path):  # an export: load it with this many threads
+                    engine = load_run(engine, overrides=(f"run.threads={threads}",))
+                seconds, best = _fastest(engine, texts, decode, args.repeats)
+                key = f"{name}_{threads}t"
+                results[key] = {
+                    "sents_per_s": round(len(texts) / seconds, 1),
+                    "bleu": translation_scores(best, references)["bleu"],
+                }
+    baseline = results[f"minitx_{run.config.run.dtype}_1t"]["sents_per_s"]
+    print(f"{'engine, threads':<26} {'sents/s':>8} {'vs minitx 1t':>13} {'BLEU':>6}")
+    for key, row in results.items():
+        ratio = row["sents_per_s"] / baseline
+        print(f"{key:<26} {row['sents_per_s']:>8.1f} {ratio:>12.2f}x {row['bleu']:>6.2f}")
+    print(json.dumps({"split": args.split, "sentences": len(texts), "beam": 5, **results}))
+
+
+def _fastest(trained, texts: list[str], decode, repeats: int) -> tuple[float, list[str]]:
+    seconds, best = math.inf, []
+    for _ in range(repeats):  # the fastest of a few: the machine is shared and noisy
+        start = time.perf_counter()
+        best = [found[0].text for found in translate_texts(trained, texts, decode)]
+        seconds = min(seconds, time.perf_counter() - start)
+    return seconds, best
 
 
 if __name__ == "__main__":

@@ -203,3 +203,17 @@ def test_onnx_encoder_of_a_translation_model_matches_pytorch(translation_run, tm
         memory, _ = run.model.encode(src)
     onnx_memory = run_onnx(RunDir(tmp_path / "enc").onnx_file, src.numpy())
     assert np.abs(onnx_memory - memory.numpy()).max() < 1e-4
+
+
+def test_exporting_leaves_the_model_untouched(translation_run, tmp_path):
+    """CTranslate2 quantizes the arrays it is given in place: the export must hand it copies."""
+    from minitx.export.writer import export_model
+
+    run = load_run(translation_run, overrides=("run.dtype=fp32",))
+    before = {name: tensor.clone() for name, tensor in run.model.state_dict().items()}
+    origin = {"run": str(translation_run), "checkpoint": "best", "step": run.checkpoint_step}
+    export_model(
+        run.model, run.config, run.codecs, None, tmp_path / "q", "ctranslate2", "int8", origin
+    )
+    after = run.model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)

@@ -53,7 +53,12 @@ def build_spec(model: Seq2Seq, cfg: ModelConfig, src_tokens: list[str], tgt_toke
         pre_norm=cfg.norm == "pre",
         activation=activation[cfg.activation],
     )
-    weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in _named(model)}
+    # Copies: CTranslate2 quantizes and reshapes the arrays it is given in place, and the
+    # model's own tensors must stay as they are (the caller may go on using the model).
+    weights = {
+        name: tensor.detach().cpu().float().numpy().copy()
+        for name, tensor in model.state_dict().items()
+    }
     _set_stack(spec.encoder, weights, "encoder", _position_table(model.encoder.embedding, cfg))
     _set_stack(spec.decoder, weights, "decoder", _position_table(model.decoder.embedding, cfg))
     spec.decoder.projection.weight = weights["decoder.output.weight"]
@@ -78,11 +83,6 @@ def save_spec(spec, out: Path, quantization: str) -> None:
     spec.optimize(quantization=None if quantization == "none" else quantization)
     out.mkdir(parents=True, exist_ok=True)
     spec.save(str(out))
-
-
-def _named(model: Seq2Seq):
-    """Every parameter and buffer by name; tied weights appear under each of their names."""
-    yield from model.state_dict(keep_vars=False).items()
 
 
 def _position_table(embedding, cfg: ModelConfig) -> torch.Tensor:

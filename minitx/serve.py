@@ -1,0 +1,189 @@
+"""`minitx serve`: an HTTP API over a run or an export, with requests that arrive together decoded
+as one batch.
+
+POST /translate {"texts": [...], decode options} → {"translations": [[{text, score}, …], …]}
+POST /predict   {"texts": [...]}                 → {"predictions": [{label, probability, …}, …]}
+GET  /health, GET /info; OpenAPI docs at /docs (FastAPI).
+
+Dynamic batching: a request's texts join a queue; one worker takes what has arrived (waiting up to
+`max_wait_ms` for more, up to `max_batch_texts` texts) and decodes requests with the same options
+in one call, on one thread, since the model is not made for concurrent calls. A bad request gets a
+4xx naming what to fix and never reaches the model; on SIGTERM uvicorn stops accepting, the
+requests in flight are answered, and the process exits 0.
+"""
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from minitx.api import Model
+from minitx.errors import UserError
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    max_batch_texts: int = 64  # texts decoded together at most
+    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_texts: int = 64  # texts one request may send
+    max_chars: int = 2000  # characters one text may have
+    batching: bool = True  # off: each request is decoded alone, as it comes
+
+
+@dataclass
+class _Pending:
+    texts: list[str]
+    options: dict[str, Any]
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Batcher:
+    """Collects requests and runs them through `run_group(texts, options)`, grouped by options."""
+
+    def __init__(self, run_group, options: ServeOptions):
+        self.run_group, self.options = run_group, options
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.batches = 0  # calls of run_group: fewer than requests when batching works
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def stop(self) -> None:
+        """Answer what is queued, then end the worker."""
+        await self.queue.join()
+        if self._worker is not None:
+            self._worker.cancel()
+
+    async def submit(self, texts: list[str], options: dict[str, Any]) -> list:
+        pending = _Pending(texts, options)
+        await self.queue.put(pending)
+        return await pending.done
+
+    async def _work(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            if self.options.batching:
+                await self._gather(batch)
+            groups: dict[str, list[_Pending]] = defaultdict(list)
+            for pending in batch:
+                groups[repr(sorted(pending.options.items()))].append(pending)
+            for group in groups.values():
+                await self._run(group)
+            for _ in batch:
+                self.queue.task_done()
+
+    async def _gather(self, batch: list[_Pending]) -> None:
+        deadline = time.monotonic() + self.options.max_wait_ms / 1000
+        size = len(batch[0].texts)
+        while size < self.options.max_batch_texts:
+            try:
+                pending = await asyncio.wait_for(self.queue.get(), deadline - time.monotonic())
+            except (asyncio.TimeoutError, ValueError):
+                return
+            batch.append(pending)
+            size += len(pending.texts)
+
+    async def _run(self, group: list[_Pending]) -> None:
+        texts = [text for pending in group for text in pending.texts]
+        self.batches += 1
+        try:
+            results = await asyncio.to_thread(self.run_group, texts, group[0].options)
+        except Exception as error:  # every request of the group gets it (a UserError → 400)
+            for pending in group:
+                pending.done.set_exception(error)
+            return
+        start = 0
+        for pending in group:
+            pending.done.set_result(results[start : start + len(pending.texts)])
+            start += len(pending.texts)
+
+
+def create_app(model: Model, info: dict, options: ServeOptions):
+    """The FastAPI application serving `model`; `info` is what GET /info reports."""
+    from fastapi import FastAPI, HTTPException
+
+    from minitx.serve_schema import request_models
+
+    TranslateRequest, PredictRequest = request_models(options)
+    translator = Batcher(lambda texts, decode: model.translate(texts, **decode), options)
+    classifier = Batcher(lambda texts, _: model.predict(texts), options)
+
+    async def lifespan(app):
+        translator.start()
+        classifier.start()
+        yield
+        await translator.stop()
+        await classifier.stop()
+
+    app = FastAPI(title="minitx", summary=f"{model.task} model", lifespan=lifespan)
+    app.state.batchers = {"translate": translator, "predict": classifier}
+
+    def require(task: str, route: str) -> None:
+        if model.task != task:
+            raise HTTPException(
+                404, f"this server holds a {model.task} model; {route} is not served"
+            )
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def show_info() -> dict:
+        return info
+
+    @app.post("/translate")
+    async def translate(request: TranslateRequest) -> dict:
+        require("translation", "/translate")
+        decode = request.model_dump(exclude={"texts"}, exclude_none=True)
+        try:
+            model.decode_config(**decode)  # checked here: a bad option never reaches a batch
+            found = await translator.submit(request.texts, decode)
+        except UserError as error:
+            raise HTTPException(400, str(error)) from None
+        return {"translations": [[_hypothesis(h) for h in t.hypotheses] for t in found]}
+
+    @app.post("/predict")
+    async def predict(request: PredictRequest) -> dict:
+        require("classification", "/predict")
+        try:
+            found = await classifier.submit(request.texts, {})
+        except UserError as error:
+            raise HTTPException(400, str(error)) from None
+        return {"predictions": [_prediction(p) for p in found]}
+
+    return app
+
+
+def _hypothesis(hypothesis) -> dict:
+    return {"text": hypothesis.text, "score": round(hypothesis.score, 4)}
+
+
+def _prediction(prediction) -> dict:
+    return {
+        "label": prediction.label,
+        "probability": round(prediction.probability, 4),
+        "probabilities": {k: round(v, 4) for k, v in prediction.probabilities.items()},
+    }
+
+
+def server_info(model: Model) -> dict:
+    """What GET /info says: the task, a summary of the model, the checkpoint and the engine."""
+    trained, cfg = model.trained, model.config
+    engine = trained.run.export_info()["format"] if trained.run.is_export() else "pytorch"
+    return {
+        "task": cfg.task,
+        "source": str(trained.run),
+        "engine": engine,
+        "checkpoint_step": trained.checkpoint_step,
+        "model": {
+            "d_model": cfg.model.d_model,
+            "n_heads": cfg.model.n_heads,
+            "n_encoder_layers": cfg.model.n_encoder_layers,
+            "n_decoder_layers": cfg.model.n_decoder_layers if cfg.task == "translation" else 0,
+        },
+        "decode": {"beam_size": cfg.decode.beam_size, "length_penalty": cfg.decode.length_penalty},
+        "labels": trained.labels,
+    }

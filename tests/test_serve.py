@@ -1,0 +1,149 @@
+"""`minitx serve`: the HTTP API, its dynamic batching, bad requests, and a clean SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from minitx.api import load  # noqa: E402
+from minitx.config import load_config  # noqa: E402
+from minitx.serve import Batcher, ServeOptions, create_app, server_info  # noqa: E402
+
+from conftest import train_run, write_tiny_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    cfg = load_config(write_tiny_config(root), ["train.max_steps=6", "train.eval_every=6"])
+    train_run(cfg, root / "run")
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def client(run_dir):
+    model = load(run_dir)
+    app = create_app(model, server_info(model), ServeOptions(max_texts=4, max_chars=50))
+    with TestClient(app) as client:
+        yield client
+
+
+def test_health_info_and_a_translation_as_the_api_gives_it(client, run_dir):
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/info").json()
+    assert info["task"] == "translation" and info["engine"] == "pytorch"
+    assert info["checkpoint_step"] == 6
+    texts = ["ein hund rennt", "eine katze schläft"]
+    reply = client.post("/translate", json={"texts": texts, "beam_size": 2, "n_best": 2})
+    assert reply.status_code == 200
+    expected = load(run_dir).translate(texts, beam_size=2, n_best=2)
+    assert [[h["text"] for h in t] for t in reply.json()["translations"]] == [
+        [h.text for h in t.hypotheses] for t in expected
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        (b"{not json", 422, "JSON decode error"),
+        (json.dumps({"texts": "one text"}).encode(), 422, "valid list"),
+        (json.dumps({"texts": []}).encode(), 422, "at least 1 item"),
+        (json.dumps({"texts": ["a"] * 5}).encode(), 422, "at most 4 items"),
+        (json.dumps({"texts": ["a" * 51]}).encode(), 422, "at most 50 characters"),
+        (json.dumps({"texts": ["a"], "beam": 3}).encode(), 422, "Extra inputs"),
+        (json.dumps({"texts": ["a"], "beam_size": "3"}).encode(), 422, "valid integer"),
+        (json.dumps({"texts": ["a"], "n_best": 3}).encode(), 400, "decode.n_best"),
+    ],
+)
+def test_a_bad_request_gets_a_4xx_and_the_next_one_is_served(client, body, status, fragment):
+    headers = {"content-type": "application/json"}
+    reply = client.post("/translate", content=body, headers=headers)
+    assert reply.status_code == status and fragment in reply.text
+    assert client.post("/translate", json={"texts": ["ein hund rennt"]}).status_code == 200
+
+
+def test_predict_is_not_served_by_a_translation_model(client):
+    reply = client.post("/predict", json={"texts": ["a"]})
+    assert reply.status_code == 404 and "translation model" in reply.text
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_requests_that_arrive_together_are_decoded_together(batching):
+    calls = []
+
+    def run_group(texts, options):
+        calls.append(list(texts))
+        return [f"{text}!{options.get('beam_size')}" for text in texts]
+
+    async def scenario():
+        batcher = Batcher(run_group, ServeOptions(max_wait_ms=200, batching=batching))
+        batcher.start()
+        requests = [(["a", "b"], {}), (["c"], {}), (["d"], {"beam_size": 2}), (["e"], {})]
+        results = await asyncio.gather(*(batcher.submit(t, o) for t, o in requests))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert results == [["a!None", "b!None"], ["c!None"], ["d!2"], ["e!None"]]
+    # together: one call per distinct set of options; alone: one per request
+    assert len(calls) == (2 if batching else 4)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_sigterm_answers_the_request_in_flight_and_exits_0(run_dir):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "minitx", "serve", str(run_dir), "--port", str(port), "-q"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        replies = []
+
+        def slow_request():
+            # 64 texts at beam 16: long enough to still be decoding when SIGTERM comes
+            texts = ["ein kind spielt im park und die frau liest ein buch"] * 64
+            body = json.dumps({"texts": texts, "beam_size": 16}).encode()
+            request = urllib.request.Request(
+                f"{base}/translate", body, {"content-type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                replies.append(reply.status)
+
+        client = threading.Thread(target=slow_request)
+        client.start()
+        time.sleep(0.05)
+        server.send_signal(signal.SIGTERM)
+        client.join(60)
+        assert server.wait(60) == 0, server.stderr.read()
+        assert replies == [200]
+    finally:
+        server.kill()
