@@ -217,3 +217,12 @@ def test_exporting_leaves_the_model_untouched(translation_run, tmp_path):
     )
     after = run.model.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_minitx_load_takes_an_export_like_a_run(translation_run, ct2_export):
+    import minitx
+
+    texts = _test_sources(translation_run, n=5)
+    from_run = minitx.load(translation_run).translate(texts, beam_size=2)
+    from_export = minitx.load(ct2_export).translate(texts, beam_size=2)
+    assert [t.text for t in from_export] == [t.text for t in from_run]

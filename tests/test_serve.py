@@ -147,3 +147,32 @@ def test_sigterm_answers_the_request_in_flight_and_exits_0(run_dir):
         assert replies == [200]
     finally:
         server.kill()
+
+
+def test_predict_serves_a_classifier(tmp_path):
+    from minitx.config import config_from_dict
+
+    rows = [("pos", "a good film"), ("neg", "a bad film")] * 10
+    for split in ("train", "validation", "test"):
+        (tmp_path / f"{split}.tsv").write_text(
+            "label\ttext\n" + "".join(f"{label}\t{text}\n" for label, text in rows)
+        )
+    cfg = config_from_dict(
+        {
+            "task": "classification",
+            "data": {"path": str(tmp_path)},
+            "tokenizer": {"vocab_size": 40, "min_frequency": 1},
+            "model": {"d_model": 32, "n_heads": 4, "n_encoder_layers": 1, "d_ff": 64},
+            "train": {"batch_tokens": 256, "max_steps": 2, "eval_every": 2},
+            "run": {"dtype": "fp32", "device": "cpu"},
+        }
+    )
+    train_run(cfg, tmp_path / "run")
+    model = load(tmp_path / "run")
+    with TestClient(create_app(model, server_info(model), ServeOptions())) as client:
+        reply = client.post("/predict", json={"texts": ["a good film", "a bad film"]})
+        assert client.post("/translate", json={"texts": ["a"]}).status_code == 404
+    expected = model.predict(["a good film", "a bad film"])
+    found = reply.json()["predictions"]
+    assert [p["label"] for p in found] == [p.label for p in expected]
+    assert set(found[0]["probabilities"]) == {"neg", "pos"}
