@@ -35,8 +35,7 @@ def _export(*args) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
-@pytest.fixture(scope="module")
-def translation_run(tmp_path_factory):
+def _train_numbers(run_dir, **model):
     """The synthetic number task, trained long enough that its outputs are confident."""
     cfg = config_from_dict(
         {
@@ -49,6 +48,7 @@ def translation_run(tmp_path_factory):
                 "n_decoder_layers": 2,
                 "d_ff": 128,
                 "dropout": 0.0,
+                **model,
             },
             "train": {
                 "batch_tokens": 1024,
@@ -62,9 +62,13 @@ def translation_run(tmp_path_factory):
             "run": {"dtype": "fp32", "device": "cpu", "seed": 1},
         }
     )
-    run_dir = tmp_path_factory.mktemp("export") / "run"
     train_run(cfg, run_dir)
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def translation_run(tmp_path_factory):
+    return _train_numbers(tmp_path_factory.mktemp("export") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +230,15 @@ def test_minitx_load_takes_an_export_like_a_run(translation_run, ct2_export):
     from_run = minitx.load(translation_run).translate(texts, beam_size=2)
     from_export = minitx.load(ct2_export).translate(texts, beam_size=2)
     assert [t.text for t in from_export] == [t.text for t in from_run]
+
+
+def test_grouped_query_heads_export_as_ctranslate2_kv_heads(tmp_path):
+    """n_kv_heads 2 of 4 heads (Ainslie et al., 2023): CTranslate2's num_heads_kv, same outputs."""
+    run_dir = _train_numbers(tmp_path / "gqa", n_kv_heads=2, activation="gelu")
+    code, output = _export(run_dir, "--out", tmp_path / "gqa_ct2")
+    assert code == 0, output
+    texts = _test_sources(run_dir, n=30)
+    decode = load_run(run_dir).config.decode
+    mine = translate_texts(load_run(run_dir), texts, decode)
+    theirs = translate_texts(load_run(tmp_path / "gqa_ct2"), texts, decode)
+    assert [h[0].tokens for h in theirs] == [h[0].tokens for h in mine]

@@ -3,8 +3,9 @@
 CTranslate2 (the engine OpenNMT-py, fairseq and Marian models are converted to) runs the same
 computation as `model/transformer.py` when the config stays within what its spec can say: token
 embeddings × √d_model plus a position table, pre- or post-norm layers with ReLU or GELU, fused
-Q/K/V projections, a final norm after pre-norm stacks, and a bias-free output projection. The
-source gets `</s>` appended (`add_source_eos`), the target starts from `<s>`, as in minitx.
+Q/K/V projections (with fewer key/value heads for grouped-query attention), a final norm after
+pre-norm stacks, and a bias-free output projection. The source gets `</s>` appended
+(`add_source_eos`), the target starts from `<s>`, as in minitx.
 """
 
 from __future__ import annotations
@@ -31,13 +32,12 @@ def check_expressible(cfg: ModelConfig) -> None:
         else None,
         "model.window": cfg.window,
         "model.dilation": cfg.dilation if cfg.dilation != 1 else None,
-        "model.n_kv_heads": cfg.n_kv_heads if cfg.n_kv_heads not in (None, cfg.n_heads) else None,
     }
     for key, value in problems.items():
         if value is not None:
             raise UserError(
                 f"CTranslate2 cannot run {key}: {value}; export models with scaled_dot attention, "
-                "sinusoidal or learned positions, full attention and all key/value heads"
+                "sinusoidal or learned positions and full (unwindowed) attention"
             )
 
 
@@ -47,11 +47,14 @@ def build_spec(model: Seq2Seq, cfg: ModelConfig, src_tokens: list[str], tgt_toke
 
     check_expressible(cfg)
     activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}
-    spec = transformer_spec.TransformerSpec.from_config(
-        (cfg.n_encoder_layers, cfg.n_decoder_layers),
-        cfg.n_heads,
-        pre_norm=cfg.norm == "pre",
-        activation=activation[cfg.activation],
+    options = {
+        "pre_norm": cfg.norm == "pre",
+        "activation": activation[cfg.activation],
+        "num_heads_kv": cfg.n_kv_heads,  # grouped-query: CTranslate2 repeats each K/V head too
+    }
+    spec = transformer_spec.TransformerSpec(
+        transformer_spec.TransformerEncoderSpec(cfg.n_encoder_layers, cfg.n_heads, **options),
+        transformer_spec.TransformerDecoderSpec(cfg.n_decoder_layers, cfg.n_heads, **options),
     )
     # Copies: CTranslate2 quantizes and reshapes the arrays it is given in place, and the
     # model's own tensors must stay as they are (the caller may go on using the model).
