@@ -523,6 +523,8 @@ def export(
 
       minitx export runs/sst2 --out exports/sst2_onnx
     """
+    from dataclasses import replace
+
     from minitx.evaluate import load_run, require_model
     from minitx.export.writer import check_request, export_model
 
@@ -536,7 +538,7 @@ def export(
     origin = {"run": str(run_dir), "checkpoint": checkpoint, "step": trained.checkpoint_step}
     export_model(
         trained.model,
-        trained.config,
+        replace(trained.config, run=run.config().run),  # the run's own device, not the export's
         trained.codecs,
         trained.labels,
         out,

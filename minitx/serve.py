@@ -64,15 +64,17 @@ class Batcher:
     async def _work(self) -> None:
         while True:
             batch = [await self.queue.get()]
-            if self.options.batching:
-                await self._gather(batch)
-            groups: dict[str, list[_Pending]] = defaultdict(list)
-            for pending in batch:
-                groups[repr(sorted(pending.options.items()))].append(pending)
-            for group in groups.values():
-                await self._run(group)
-            for _ in batch:
-                self.queue.task_done()
+            try:
+                if self.options.batching:
+                    await self._gather(batch)
+                groups: dict[str, list[_Pending]] = defaultdict(list)
+                for pending in batch:
+                    groups[repr(sorted(pending.options.items()))].append(pending)
+                for group in groups.values():
+                    await self._run(group)
+            finally:  # whatever happened, the queue's count stays right: stop() can drain it
+                for _ in batch:
+                    self.queue.task_done()
 
     async def _gather(self, batch: list[_Pending]) -> None:
         deadline = time.monotonic() + self.options.max_wait_ms / 1000
@@ -90,14 +92,27 @@ class Batcher:
         self.batches += 1
         try:
             results = await asyncio.to_thread(self.run_group, texts, group[0].options)
-        except Exception as error:  # every request of the group gets it (a UserError → 400)
-            for pending in group:
-                pending.done.set_exception(error)
+        except Exception as error:
+            if len(group) > 1:  # one request's bad input must not fail the others: each alone
+                for pending in group:
+                    await self._run([pending])
+            else:
+                _settle(group[0], error=error)
             return
         start = 0
         for pending in group:
-            pending.done.set_result(results[start : start + len(pending.texts)])
+            _settle(pending, result=results[start : start + len(pending.texts)])
             start += len(pending.texts)
+
+
+def _settle(pending: _Pending, result=None, error: Exception | None = None) -> None:
+    """Answer a request, unless its client is gone (its future cancelled)."""
+    if pending.done.done():
+        return
+    if error is not None:
+        pending.done.set_exception(error)
+    else:
+        pending.done.set_result(result)
 
 
 def create_app(model: Model, info: dict, options: ServeOptions):

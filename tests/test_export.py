@@ -35,7 +35,7 @@ def _export(*args) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
-def _train_numbers(run_dir, **model):
+def _train_numbers(run_dir, max_steps=200, **model):
     """The synthetic number task, trained long enough that its outputs are confident."""
     cfg = config_from_dict(
         {
@@ -54,8 +54,8 @@ def _train_numbers(run_dir, **model):
                 "batch_tokens": 1024,
                 "lr": 2e-3,
                 "warmup_steps": 30,
-                "max_steps": 200,
-                "eval_every": 200,
+                "max_steps": max_steps,
+                "eval_every": max_steps,
                 "eval_max_sentences": 16,
             },
             "decode": {"beam_size": 1},
@@ -157,7 +157,7 @@ def test_export_refuses_a_non_empty_directory(translation_run, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
     code, output = _export(translation_run, "--out", tmp_path / "taken")
-    assert code == 2 and "exists and is not empty" in output
+    assert code == 2 and "not an empty directory" in output
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
@@ -242,3 +242,27 @@ def test_grouped_query_heads_export_as_ctranslate2_kv_heads(tmp_path):
     mine = translate_texts(load_run(run_dir), texts, decode)
     theirs = translate_texts(load_run(tmp_path / "gqa_ct2"), texts, decode)
     assert [h[0].tokens for h in theirs] == [h[0].tokens for h in mine]
+
+
+def test_scores_agree_on_an_uncertain_model_too(tmp_path):
+    """Half trained, log-probabilities are far from 0: greedy scores must still agree, the EOS
+    counted in the length (sentences that run to the length limit end differently: skipped)."""
+    run_dir = _train_numbers(tmp_path / "young", max_steps=60)
+    code, output = _export(run_dir, "--out", tmp_path / "young_ct2")
+    assert code == 0, output
+    texts = _test_sources(run_dir, n=30)
+    decode = load_run(run_dir).config.decode
+    mine = [h[0] for h in translate_texts(load_run(run_dir), texts, decode)]
+    theirs = [h[0] for h in translate_texts(load_run(tmp_path / "young_ct2"), texts, decode)]
+    same = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.tokens == b.tokens]
+    assert len(same) >= len(texts) // 2
+    assert min(a.log_prob for a, _ in same) < -1  # uncertain indeed
+    for a, b in same:
+        assert b.score == pytest.approx(a.score, rel=1e-3, abs=1e-4)
+        assert b.log_prob == pytest.approx(a.log_prob, rel=1e-3, abs=1e-4)
+
+
+def test_export_to_a_file_path_is_one_line(translation_run, tmp_path):
+    (tmp_path / "file").write_text("x")
+    code, output = _export(translation_run, "--out", tmp_path / "file")
+    assert code == 2 and "not an empty directory" in output

@@ -104,6 +104,24 @@ def test_requests_that_arrive_together_are_decoded_together(batching):
     assert len(calls) == (2 if batching else 4)
 
 
+def test_one_bad_request_in_a_batch_fails_alone():
+    def run_group(texts, options):
+        if "bad" in texts:
+            raise ValueError("bad input")
+        return [text.upper() for text in texts]
+
+    async def scenario():
+        batcher = Batcher(run_group, ServeOptions(max_wait_ms=200))
+        batcher.start()
+        requests = [batcher.submit([text], {}) for text in ("a", "bad", "c")]
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    good, bad, other = asyncio.run(scenario())
+    assert good == ["A"] and other == ["C"] and isinstance(bad, ValueError)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -113,7 +131,9 @@ def _free_port() -> int:
 def test_sigterm_answers_the_request_in_flight_and_exits_0(run_dir):
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "minitx", "serve", str(run_dir), "--port", str(port), "-q"],
+        # A request waits up to 1 s for others to batch with: SIGTERM comes while it waits.
+        [sys.executable, "-m", "minitx", "serve", str(run_dir), "--port", str(port), "-q"]
+        + ["--max-wait-ms", "1000"],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stderr=subprocess.PIPE,
         text=True,
@@ -129,9 +149,7 @@ def test_sigterm_answers_the_request_in_flight_and_exits_0(run_dir):
         replies = []
 
         def slow_request():
-            # 64 texts at beam 16: long enough to still be decoding when SIGTERM comes
-            texts = ["ein kind spielt im park und die frau liest ein buch"] * 64
-            body = json.dumps({"texts": texts, "beam_size": 16}).encode()
+            body = json.dumps({"texts": ["ein kind spielt im park"], "beam_size": 2}).encode()
             request = urllib.request.Request(
                 f"{base}/translate", body, {"content-type": "application/json"}
             )
@@ -140,7 +158,7 @@ def test_sigterm_answers_the_request_in_flight_and_exits_0(run_dir):
 
         client = threading.Thread(target=slow_request)
         client.start()
-        time.sleep(0.05)
+        time.sleep(0.3)  # accepted and queued, not yet decoded
         server.send_signal(signal.SIGTERM)
         client.join(60)
         assert server.wait(60) == 0, server.stderr.read()

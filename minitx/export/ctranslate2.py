@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from minitx.config import ModelConfig
 from minitx.errors import UserError
 from minitx.model.positions import SinusoidalPositions
@@ -62,8 +60,8 @@ def build_spec(model: Seq2Seq, cfg: ModelConfig, src_tokens: list[str], tgt_toke
         name: tensor.detach().cpu().float().numpy().copy()
         for name, tensor in model.state_dict().items()
     }
-    _set_stack(spec.encoder, weights, "encoder", _position_table(model.encoder.embedding, cfg))
-    _set_stack(spec.decoder, weights, "decoder", _position_table(model.decoder.embedding, cfg))
+    _set_stack(spec.encoder, weights, "encoder", _position_table(weights, "encoder", cfg))
+    _set_stack(spec.decoder, weights, "decoder", _position_table(weights, "decoder", cfg))
     spec.decoder.projection.weight = weights["decoder.output.weight"]
     for i in range(cfg.n_encoder_layers):
         layer, scope = spec.encoder.layer[i], f"encoder.layers.{i}"
@@ -88,19 +86,25 @@ def save_spec(spec, out: Path, quantization: str) -> None:
     spec.save(str(out))
 
 
-def _position_table(embedding, cfg: ModelConfig) -> torch.Tensor:
-    positions = embedding.positions
-    if isinstance(positions, SinusoidalPositions):
-        return positions._table(cfg.max_positions)
-    return positions.table.weight  # learned
+def position_count(cfg: ModelConfig) -> int:
+    """Rows of the exported position table: the learned table, or that many sinusoids (minitx's
+    own have no limit; CTranslate2 needs a table, and refuses longer inputs)."""
+    return cfg.max_positions if cfg.positions == "learned" else max(cfg.max_positions, 4096)
 
 
-def _set_stack(stack, weights: dict, scope: str, positions: torch.Tensor) -> None:
+def _position_table(weights: dict, scope: str, cfg: ModelConfig):
+    if cfg.positions == "learned":
+        return weights[f"{scope}.embedding.positions.table.weight"]
+    sinusoids = SinusoidalPositions(cfg.d_model, initial_length=position_count(cfg))
+    return sinusoids.table.numpy()
+
+
+def _set_stack(stack, weights: dict, scope: str, positions) -> None:
     # The encoder spec takes a list of source embeddings (for factored inputs); minitx has one.
     tokens = stack.embeddings[0] if isinstance(stack.embeddings, list) else stack.embeddings
     tokens.weight = weights[f"{scope}.embedding.tokens.weight"]
     stack.scale_embeddings = True  # minitx multiplies token embeddings by √d_model too
-    stack.position_encodings.encodings = positions.detach().float().cpu().numpy()
+    stack.position_encodings.encodings = positions
     if f"{scope}.final_norm.weight" in weights:  # pre-norm
         _set_norm(stack.layer_norm, weights, f"{scope}.final_norm")
 

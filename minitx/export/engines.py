@@ -34,11 +34,13 @@ def require_extra(module: str) -> None:
 class CTranslate2Translator:
     """A CTranslate2 export: source text → the N best (or N sampled) hypotheses."""
 
-    def __init__(self, directory: Path, codecs: Codecs, device: str, threads: int):
+    def __init__(
+        self, directory: Path, codecs: Codecs, device: str, threads: int, max_positions: int
+    ):
         require_extra("ctranslate2")
         import ctranslate2
 
-        self.codecs = codecs
+        self.codecs, self.max_positions = codecs, max_positions
         self.translator = ctranslate2.Translator(
             str(directory), device=device, inter_threads=1, intra_threads=threads
         )
@@ -51,31 +53,53 @@ class CTranslate2Translator:
             )
         src_tokenizer = self.codecs.src.tokenizer
         sources = [e.tokens for e in src_tokenizer.encode_batch(texts, add_special_tokens=False)]
+        too_long = [i for i, tokens in enumerate(sources) if len(tokens) + 1 > self.max_positions]
+        if too_long:
+            raise UserError(
+                f"input {too_long[0] + 1} has {len(sources[too_long[0]]) + 1} tokens; this export "
+                f"has positions for {self.max_positions}"
+            )
+        # As minitx's decode.max_lengths: a limit per sentence (EOS included), so a sentence's
+        # translation never depends on the others in its batch. Sorted by length, sentences with
+        # one limit are neighbours: each run of them is one call.
+        limits = [self._limit(len(tokens) + 1, decode) for tokens in sources]
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         outputs: list[list[Hypothesis]] = [[] for _ in sources]
         for start in range(0, len(order), decode.batch_size):
             chosen = order[start : start + decode.batch_size]
-            batch = [sources[i] for i in chosen]
-            longest = max(len(tokens) for tokens in batch) + 1  # with the EOS
-            results = self.translator.translate_batch(
-                batch,
-                max_decoding_length=math.ceil(decode.max_len_ratio * longest)
-                + decode.max_len_offset,
-                **_search_options(decode),
-            )
-            for i, result in zip(chosen, results, strict=True):
-                outputs[i] = [
-                    self._hypothesis(h, s, decode.length_penalty)
-                    for h, s in zip(result.hypotheses, result.scores, strict=True)
-                ]
+            for limit in sorted({limits[i] for i in chosen}):
+                same = [i for i in chosen if limits[i] == limit]
+                self._translate(same, [sources[i] for i in same], limit, decode, outputs)
         return outputs
 
+    def _limit(self, src_length: int, decode: DecodeConfig) -> int:
+        limit = math.ceil(src_length * decode.max_len_ratio) + decode.max_len_offset
+        return max(1, min(limit, self.max_positions))
+
+    def _translate(self, rows, batch, limit: int, decode: DecodeConfig, outputs) -> None:
+        results = self.translator.translate_batch(
+            batch,
+            max_decoding_length=limit,
+            min_decoding_length=0,
+            max_input_length=0,  # no silent truncation: too long an input was refused above
+            return_end_token=True,  # scores count the EOS, as minitx's do
+            **_search_options(decode),
+        )
+        for i, result in zip(rows, results, strict=True):
+            outputs[i] = [
+                self._hypothesis(h, s, decode.length_penalty)
+                for h, s in zip(result.hypotheses, result.scores, strict=True)
+            ]
+
     def _hypothesis(self, tokens: list[str], score: float, length_penalty: float) -> Hypothesis:
+        """CTranslate2's score is minitx's, log-probability / length**length_penalty with the
+        EOS counted; the log-probability is recovered from it."""
         codec = self.codecs.tgt
         ids = [codec.tokenizer.token_to_id(token) for token in tokens]
-        # CTranslate2's score is minitx's: log-probability / length**length_penalty, the length
-        # counting the EOS; the log-probability is recovered from it.
-        log_prob = score * (len(ids) + 1) ** length_penalty
+        length = len(ids)
+        if ids and ids[-1] == codec.eos_id:
+            ids = ids[:-1]
+        log_prob = score * length**length_penalty
         return Hypothesis(ids, log_prob, score, codec.decode([ids])[0])
 
 
@@ -120,8 +144,14 @@ def open_engine(directory: Path, info: dict, cfg: Config, codecs: Codecs, onnx_f
     """The engine an export directory holds, as its export.json names it."""
     threads = cfg.run.threads or 0
     if info.get("format") == "ctranslate2":
-        device = "cuda" if cfg.run.device == "cuda" else "cpu"
-        return CTranslate2Translator(directory, codecs, device, threads)
+        require_extra("ctranslate2")
+        import ctranslate2
+
+        gpu = cfg.run.device in ("cuda", "auto") and ctranslate2.get_cuda_device_count() > 0
+        max_positions = int(info.get("max_positions", cfg.model.max_positions))
+        return CTranslate2Translator(
+            directory, codecs, "cuda" if gpu else "cpu", threads, max_positions
+        )
     if info.get("format") == "onnx" and cfg.task == "classification":
         return OnnxClassifier(onnx_file, threads)
     raise UserError(

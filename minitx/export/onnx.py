@@ -8,6 +8,7 @@ PyTorch on a batch of another shape: an export that does not match is refused, n
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -36,8 +37,8 @@ class _Encoder(nn.Module):
 
 def export_onnx(model: Classifier | Seq2Seq, path: Path, pad_id: int, vocab_size: int) -> float:
     """Write `model` (fp32, eval mode) to `path`; return the largest difference from PyTorch."""
-    graph = model if isinstance(model, Classifier) else _Encoder(model)
-    graph = graph.float().cpu().eval()
+    graph = copy.deepcopy(model)  # .float() and .eval() change a module in place: not the caller's
+    graph = (graph if isinstance(graph, Classifier) else _Encoder(graph)).float().cpu().eval()
     output = "logits" if isinstance(model, Classifier) else "memory"
     example = _batch(2, 7, pad_id, vocab_size, seed=0)
     axes = {"src": {0: "batch", 1: "length"}, output: {0: "batch"}}

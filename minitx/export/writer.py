@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from minitx.config import Config
@@ -50,16 +51,26 @@ def export_model(
     check_request(cfg.task, fmt, quantization)
     if fmt == "ctranslate2":
         ct2.check_expressible(cfg.model)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; choose another --out or remove it")
-    staging = out.with_name(f"{out.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    target = RunDir(staging)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty directory; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        info = _write(model, cfg, codecs, labels, RunDir(staging), fmt, quantization, origin)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        staging.rename(out)
+    finally:  # a failure (or Ctrl-C) leaves nothing half-written behind
+        shutil.rmtree(staging, ignore_errors=True)
+    return info
+
+
+def _write(model, cfg: Config, codecs: Codecs, labels, target: RunDir, fmt, quantization, origin):
     info = {"format": fmt, "task": cfg.task, "quantization": quantization, **origin}
     if fmt == "ctranslate2":
         spec = ct2.build_spec(model, cfg.model, _tokens(codecs.src), _tokens(codecs.tgt))
-        ct2.save_spec(spec, staging, quantization)
+        ct2.save_spec(spec, target.root, quantization)
+        info["max_positions"] = ct2.position_count(cfg.model)
     else:
         codec = codecs.src
         info["onnx_max_difference"] = export_onnx(
@@ -71,9 +82,6 @@ def export_model(
     if labels is not None:
         save_label_names(labels, target.labels_file)
     target.export_file.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    staging.rename(out)
     return info
 
 
