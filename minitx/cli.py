@@ -131,6 +131,15 @@ def train(
     scores = train_group(cfg, run, fresh, quiet)
     if scores is not None:
         typer.echo(json.dumps({"run_dir": str(run), **scores}))
+    elif distributed.launched():
+        # A rank other than 0, done, having written nothing: it skips the interpreter's shutdown.
+        # There, gloo's worker thread can still be freeing a finished collective whose tensors
+        # need the GIL, and the process aborts ("terminate called without an active exception";
+        # gdb: ProcessGroupGloo::runLoop freeing an AsyncAllreduceWork inside Py_FinalizeEx),
+        # in about one 2-process run in six.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @app.command("eval")
