@@ -18,7 +18,7 @@ from minitx.errors import UserError
 from minitx.evaluate import classify_texts, load_run, translate_texts
 from minitx.run_dir import RunDir
 
-from conftest import train_run
+from conftest import train_run, train_tiny_classifier
 
 pytest.importorskip("ctranslate2")
 pytest.importorskip("onnxruntime")
@@ -163,24 +163,8 @@ def test_export_refuses_a_non_empty_directory(translation_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def classification_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("onnx")
     rows = [("pos", "a good film"), ("neg", "a bad film"), ("pos", "great fun"), ("neg", "dull")]
-    for split in ("train", "validation", "test"):
-        (root / f"{split}.tsv").write_text(
-            "label\ttext\n" + "".join(f"{label}\t{text}\n" for label, text in rows * 10)
-        )
-    cfg = config_from_dict(
-        {
-            "task": "classification",
-            "data": {"path": str(root)},
-            "tokenizer": {"vocab_size": 40, "min_frequency": 1},
-            "model": {"d_model": 32, "n_heads": 4, "n_encoder_layers": 2, "d_ff": 64},
-            "train": {"batch_tokens": 256, "max_steps": 4, "eval_every": 4},
-            "run": {"dtype": "fp32", "device": "cpu"},
-        }
-    )
-    train_run(cfg, root / "run")
-    return root / "run"
+    return train_tiny_classifier(tmp_path_factory.mktemp("onnx"), rows * 10, 2, 4)
 
 
 def test_onnx_classifier_gives_the_pytorch_logits_and_predictions(classification_run, tmp_path):

@@ -24,7 +24,7 @@ from minitx.api import load  # noqa: E402
 from minitx.config import load_config  # noqa: E402
 from minitx.serve import Batcher, ServeOptions, create_app, server_info  # noqa: E402
 
-from conftest import train_run, write_tiny_config  # noqa: E402
+from conftest import train_run, train_tiny_classifier, write_tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -168,25 +168,8 @@ def test_sigterm_answers_the_request_in_flight_and_exits_0(run_dir):
 
 
 def test_predict_serves_a_classifier(tmp_path):
-    from minitx.config import config_from_dict
-
     rows = [("pos", "a good film"), ("neg", "a bad film")] * 10
-    for split in ("train", "validation", "test"):
-        (tmp_path / f"{split}.tsv").write_text(
-            "label\ttext\n" + "".join(f"{label}\t{text}\n" for label, text in rows)
-        )
-    cfg = config_from_dict(
-        {
-            "task": "classification",
-            "data": {"path": str(tmp_path)},
-            "tokenizer": {"vocab_size": 40, "min_frequency": 1},
-            "model": {"d_model": 32, "n_heads": 4, "n_encoder_layers": 1, "d_ff": 64},
-            "train": {"batch_tokens": 256, "max_steps": 2, "eval_every": 2},
-            "run": {"dtype": "fp32", "device": "cpu"},
-        }
-    )
-    train_run(cfg, tmp_path / "run")
-    model = load(tmp_path / "run")
+    model = load(train_tiny_classifier(tmp_path, rows, 1, 2))
     with TestClient(create_app(model, server_info(model), ServeOptions())) as client:
         reply = client.post("/predict", json={"texts": ["a good film", "a bad film"]})
         assert client.post("/translate", json={"texts": ["a"]}).status_code == 404
