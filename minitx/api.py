@@ -13,11 +13,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from minitx import runtime
 from minitx.config import (
     Config,
     DecodeConfig,
@@ -26,17 +30,15 @@ from minitx.config import (
     config_to_dict,
     load_config,
 )
-from minitx.decode import Hypothesis
+from minitx.data.labels import load_label_names
+from minitx.data.tokenizer import Codecs, load_codecs
 from minitx.errors import UserError
-from minitx.evaluate import (
-    TrainedRun,
-    attention_maps,
-    classify_texts,
-    evaluate_split,
-    load_run,
-    translate_texts,
-)
+from minitx.inference.decode import Hypothesis
+from minitx.inference.engines import EXPORT_ENGINES, Engine, ExportedRun, PyTorchEngine
+from minitx.model.checkpoint import find_checkpoint, load_meta, load_weights
 from minitx.run_dir import RunDir
+from minitx.runtime import Compute
+from minitx.tasks import Task, configured, get_task
 
 
 @dataclass
@@ -62,19 +64,19 @@ class Prediction:
     probabilities: dict[str, float]
 
 
+@dataclass
 class Model:
-    """A trained run, loaded once: its config, tokenizer and the weights of one checkpoint."""
+    """A trained run, or an export of one, loaded once: its config, task, tokenizer, label names
+    and the engine that runs it (the PyTorch model, CTranslate2 or ONNX Runtime)."""
 
-    def __init__(self, trained: TrainedRun):
-        self.trained = trained
-
-    @property
-    def config(self) -> Config:
-        return self.trained.config
-
-    @property
-    def task(self) -> str:
-        return self.trained.config.task
+    run: RunDir
+    config: Config
+    task: Task
+    codecs: Codecs
+    labels: list[str] | None  # label names in class-index order, for tasks that have them
+    engine: Engine
+    compute: Compute
+    checkpoint_step: int
 
     def decode_config(self, **options: Any) -> DecodeConfig:
         """The run's decode settings with `options` (decode config keys: beam_size, n_best,
@@ -91,17 +93,18 @@ class Model:
         """Translate each text; `options` override decode settings for this call."""
         if isinstance(texts, str):
             raise UserError("translate takes a list of texts; wrap a single text in a list")
-        found = translate_texts(self.trained, list(texts), self.decode_config(**options))
+        self._require(self.task.generates_text, "translate")
+        found = self.engine.translate(list(texts), self.decode_config(**options))
         return [Translation(text, hyps) for text, hyps in zip(texts, found, strict=True)]
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify each text (sentence pairs as `text<TAB>pair`)."""
         if isinstance(texts, str):
             raise UserError("predict takes a list of texts; wrap a single text in a list")
+        self._require(not self.task.generates_text, "predict")
         predictions = []
-        for text, probabilities in zip(
-            texts, classify_texts(self.trained, list(texts)), strict=True
-        ):
+        found = self.task.class_probabilities(self, list(texts))
+        for text, probabilities in zip(texts, found, strict=True):
             label = max(probabilities, key=probabilities.get)
             predictions.append(Prediction(text, label, probabilities[label], probabilities))
         return predictions
@@ -110,13 +113,34 @@ class Model:
         """Score a split of the run's data (a role or the data's own split name), as `minitx
         eval` does, writing RUN_DIR/eval/<split>.*; `options` override decode settings."""
         # Only the best hypothesis is scored: n-best and alignments do not apply.
-        options = {**options, "n_best": 1, "alignments": False}
-        return evaluate_split(self.trained, split, self.decode_config(**options))
+        decode = self.decode_config(**{**options, "n_best": 1, "alignments": False})
+        self.run.eval_dir.mkdir(exist_ok=True)
+        report = self.task.evaluate(self, split, decode)
+        files = self.run.eval_files(split)
+        files.report.write_text(
+            json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        if "confusion_matrix" in report:
+            from minitx.views.plots import plot_confusion_matrix  # matplotlib loads only here
+
+            plot_confusion_matrix(
+                report["confusion_matrix"]["matrix"],
+                self.labels,
+                files.confusion,
+                title=f"{self.run.name}: {split}, accuracy {report['accuracy']:.2f}%",
+            )
+        return report
 
     def attention(self, text: str) -> dict:
         """Every attention map of one input (see `minitx attention`): tokens, and per kind and
         layer the weights (H, Tq, Tk)."""
-        return attention_maps(self.trained, text)
+        return self.task.attention_maps(self, text)
+
+    def _require(self, fits: bool, command: str) -> None:
+        if not fits:
+            raise UserError(
+                f"{self.run} is a {self.config.task} run; `minitx {command}` is not for it"
+            )
 
 
 def load(
@@ -125,11 +149,39 @@ def load(
     device: str | None = None,
     overrides: Sequence[str] = (),
 ) -> Model:
-    """Load a run written by `minitx train`. `checkpoint`: best, last, averaged or step_N;
-    `device`: cpu, cuda, mps (default: the run's run.device); `overrides`: `decode.*`/`run.*`
-    settings as `--set` takes them, e.g. ["decode.beam_size=1"]."""
+    """Load a run written by `minitx train`, or an export written by `minitx export`.
+    `checkpoint`: best, last, averaged or step_N; `device`: cpu, cuda, mps (default: the run's
+    run.device); `overrides`: `decode.*`/`run.*` settings as `--set` takes them, e.g.
+    ["decode.beam_size=1"]."""
+    run = RunDir(run_dir)
+    directory = run.checkpoint(checkpoint)  # refuses a name that is not a checkpoint's
+    cfg = run.config()
     overrides = [*overrides, *([f"run.device={device}"] if device else [])]
-    return Model(load_run(RunDir(run_dir), checkpoint, tuple(overrides)))
+    if overrides:
+        cfg = config_from_dict(apply_overrides(config_to_dict(cfg), overrides), source="--set")
+    task = get_task(cfg.task)
+    codecs = load_codecs(run)
+    labels = load_label_names(run.labels_file) if run.labels_file.is_file() else None
+    if run.is_export():
+        info = run.export_info()
+        export = ExportedRun(run.root, run.onnx_file, cfg, codecs, info)
+        engine = EXPORT_ENGINES[info["format"]](export)
+        compute = Compute(torch.device("cpu"), "fp32")  # for what runs beside the engine
+        return Model(run, cfg, task, codecs, labels, engine, compute, int(info.get("step", 0)))
+    runtime.set_threads(cfg.run.threads)
+    device_ = runtime.resolve_device(cfg.run.device)
+    cfg = runtime.with_resolved_dtype(cfg, device_)
+    runtime.warn_if_slow_dtype(cfg.run.dtype, device_)
+    found = find_checkpoint(directory)
+    if found is None:
+        raise UserError(f"{run} has no '{checkpoint}' checkpoint yet; train it first")
+    network = task.build_model(cfg, codecs, labels)
+    load_weights(found, network, device_)
+    network.to(device_).eval()
+    compute = Compute(device_, cfg.run.dtype)
+    engine = PyTorchEngine(network, codecs, compute)
+    step = int(load_meta(found).get("step", 0))
+    return Model(run, cfg, task, codecs, labels, engine, compute, step)
 
 
 def train(
@@ -155,10 +207,11 @@ def train(
 def train_group(cfg: Config, run: RunDir, fresh: bool, quiet: bool = False) -> dict | None:
     """Train in this process, alone or as one rank of a torchrun group; rank 0 holds the run's
     lock and prepares it. Returns the scores on rank 0, None on the others."""
-    from minitx import distributed
     from minitx.progress import show_status
+    from minitx.training import distributed
     from minitx.training.loop import train as train_run
 
+    cfg = configured(cfg)  # the task's own checks, before anything is written
     ranks = distributed.join(cfg.run.device)
     try:
         if not ranks.is_main:

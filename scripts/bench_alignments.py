@@ -18,7 +18,6 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from minitx.alignments import alignment_error_rate
 from minitx.data.synthetic import (
     SPLIT_SIZES,
     _distinct_numbers,
@@ -26,7 +25,8 @@ from minitx.data.synthetic import (
     german_words,
     number_alignments,
 )
-from minitx.evaluate import load_run, translate_texts
+from minitx.inference.alignments import alignment_error_rate
+from minitx.inference.evaluate import load_run, translate_texts
 
 
 def test_numbers(train_size: int, seed: int) -> list[int]:

@@ -24,9 +24,9 @@ import torch
 
 from minitx.data.batching import encode_pairs
 from minitx.data.run_data import load_split
-from minitx.decode import translate
-from minitx.evaluate import load_run, translate_texts
 from minitx.export.writer import export_model
+from minitx.inference.decode import translate
+from minitx.inference.evaluate import load_run, translate_texts
 from minitx.metrics import translation_scores
 
 SEARCHES = {

@@ -29,10 +29,10 @@ from minitx.config import load_config
 from minitx.data.batching import encode_pairs
 from minitx.data.run_data import load_split
 from minitx.data.tokenizer import build_codecs
-from minitx.distributed import Ranks
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
 from minitx.runtime import Compute
+from minitx.training.distributed import Ranks
 from minitx.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,12 +9,6 @@ import random
 import pytest
 import torch
 
-from minitx.alignments import (
-    alignment_error_rate,
-    format_alignments,
-    word_alignments,
-    word_starts,
-)
 from minitx.data.synthetic import (
     DE_ONES,
     DE_TEENS,
@@ -25,6 +19,12 @@ from minitx.data.synthetic import (
     english_words,
     german_words,
     number_alignments,
+)
+from minitx.inference.alignments import (
+    alignment_error_rate,
+    format_alignments,
+    word_alignments,
+    word_starts,
 )
 
 # --- word_starts -------------------------------------------------------------------------------

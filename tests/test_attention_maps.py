@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from minitx.config import ModelConfig, config_from_dict
-from minitx.evaluate import attention_maps, load_run
+from minitx.inference.evaluate import attention_maps, load_run
 from minitx.model.attention import AttentionSpec, MultiHeadAttention, recording_attention
 from minitx.model.transformer import build_model
 

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 import minitx
-from minitx.attention_page import SCALE, page_data, write_attention_page
 from minitx.config import config_from_dict
+from minitx.views.attention_page import SCALE, page_data, write_attention_page
 
 from conftest import tiny_config_yaml, train_run
 from test_cli import minitx as run_cli

@@ -8,7 +8,7 @@ import torch
 
 from minitx.config import DecodeConfig, ModelConfig
 from minitx.data.tokenizer import SpecialIds
-from minitx.decode import greedy
+from minitx.inference.decode import greedy
 from minitx.model.attention import AttentionSpec, MultiHeadAttention, recording_attention
 from minitx.model.positions import RelativeBias
 from minitx.model.transformer import build_model

@@ -14,9 +14,9 @@ from safetensors.torch import load_file, save_file
 import minitx
 from minitx.config import load_config
 from minitx.errors import UserError
+from minitx.model.checkpoint import average_checkpoints
 from minitx.run_dir import RunDir
 from minitx.training.average import average_snapshots
-from minitx.training.checkpoint import average_checkpoints
 
 from conftest import train_run, write_tiny_config
 from test_cli import minitx as minitx_cli

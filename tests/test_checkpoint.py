@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from minitx.errors import UserError
-from minitx.model.transformer import build_model
-from minitx.training import checkpoint
-from minitx.training.checkpoint import (
+from minitx.model import checkpoint
+from minitx.model.checkpoint import (
     find_checkpoint,
     load_trainer_state,
     load_weights,
     recover_checkpoints,
     save_checkpoint,
 )
+from minitx.model.transformer import build_model
 
 
 def _model(cfg):

@@ -24,7 +24,7 @@ from minitx.data.run_data import load_split
 from minitx.data.sources import load_labelled_texts
 from minitx.data.tokenizer import build_codecs
 from minitx.errors import UserError
-from minitx.evaluate import classify_texts, evaluate_split, load_run
+from minitx.inference.evaluate import classify_texts, evaluate_split, load_run
 from minitx.metrics import classification_scores
 from minitx.model.transformer import build_classifier
 

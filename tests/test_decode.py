@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from minitx.config import DecodeConfig
 from minitx.data.tokenizer import SpecialIds
-from minitx.decode import beam_search, greedy, max_lengths, sample
+from minitx.inference.decode import beam_search, greedy, max_lengths, sample
 from minitx.model.attention import KVCache
 from minitx.model.transformer import build_model
 

@@ -15,7 +15,7 @@ import torch
 
 from minitx.config import config_from_dict
 from minitx.errors import UserError
-from minitx.evaluate import classify_texts, load_run, translate_texts
+from minitx.inference.evaluate import classify_texts, load_run, translate_texts
 from minitx.run_dir import RunDir
 
 from conftest import train_run, train_tiny_classifier
@@ -106,7 +106,7 @@ def test_an_export_directory_describes_itself_and_is_refused_where_the_model_is_
     info = json.loads(RunDir(ct2_export).export_file.read_text())
     assert info["format"] == "ctranslate2" and info["step"] == 200
     assert info["run"] == str(translation_run)
-    from minitx.evaluate import evaluate_split
+    from minitx.inference.evaluate import evaluate_split
 
     with pytest.raises(UserError, match="is an export; `minitx eval` needs the run directory"):
         evaluate_split(load_run(ct2_export), "test")

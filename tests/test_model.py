@@ -7,9 +7,9 @@ from minitx.model.attention import (
     causal_mask,
     explicit_attention,
 )
+from minitx.model.checkpoint import load_weights, save_checkpoint
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
-from minitx.training.checkpoint import load_weights, save_checkpoint
 
 PAD = 0
 

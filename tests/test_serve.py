@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from minitx.api import load  # noqa: E402
 from minitx.config import load_config  # noqa: E402
-from minitx.serve import Batcher, ServeOptions, create_app, server_info  # noqa: E402
+from minitx.serve.app import Batcher, ServeOptions, create_app, server_info  # noqa: E402
 
 from conftest import train_run, train_tiny_classifier, write_tiny_config  # noqa: E402
 

@@ -1,7 +1,7 @@
-"""A classifier, or the encoder of a translation model, as an ONNX graph for ONNX Runtime.
+"""A classifier as an ONNX graph for ONNX Runtime (minitx/inference/engines/onnx.py runs it).
 
 The graph takes padded token ids `src` (batch, length; both axes dynamic) and gives the class
-logits (classification) or the encoder's output (translation: `memory`, batch × length × d_model).
+logits.
 It is traced in fp32 with torch's TorchScript exporter, then run once in ONNX Runtime against
 PyTorch on a batch of another shape: an export that does not match is refused, not written.
 """
@@ -14,36 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from minitx.errors import UserError
-from minitx.model.transformer import Classifier, Seq2Seq
+from minitx.inference.engines.onnx import onnx_session
+from minitx.model.transformer import Classifier
 
 OPSET = 17
 TOLERANCE = 1e-4  # largest |ONNX Runtime - PyTorch| accepted on the check batch
 
 
-class _Encoder(nn.Module):
-    """The encoder of a Seq2Seq with one output (the memory), for tracing."""
-
-    def __init__(self, model: Seq2Seq):
-        super().__init__()
-        self.model = model
-
-    def forward(self, src: torch.Tensor) -> torch.Tensor:
-        memory, _ = self.model.encode(src)
-        return memory
-
-
-def export_onnx(model: Classifier | Seq2Seq, path: Path, pad_id: int, vocab_size: int) -> float:
+def export_onnx(model: Classifier, path: Path, pad_id: int, vocab_size: int) -> float:
     """Write `model` (fp32, eval mode) to `path`; return the largest difference from PyTorch."""
     graph = copy.deepcopy(model)  # .float() and .eval() change a module in place: not the caller's
-    graph = (graph if isinstance(graph, Classifier) else _Encoder(graph)).float().cpu().eval()
-    output = "logits" if isinstance(model, Classifier) else "memory"
+    graph = graph.float().cpu().eval()
+    output = "logits"
     example = _batch(2, 7, pad_id, vocab_size, seed=0)
     axes = {"src": {0: "batch", 1: "length"}, output: {0: "batch"}}
-    if output == "memory":
-        axes[output][1] = "length"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer notes about shape checks that hold for any shape
         torch.onnx.export(
@@ -71,14 +57,6 @@ def export_onnx(model: Classifier | Seq2Seq, path: Path, pad_id: int, vocab_size
 
 def run_onnx(path: Path, src: np.ndarray) -> np.ndarray:
     return onnx_session(path).run(None, {"src": src})[0]
-
-
-def onnx_session(path: Path, threads: int = 0):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads  # 0: ONNX Runtime's default, one per core
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _batch(rows: int, length: int, pad_id: int, vocab_size: int, seed: int) -> torch.Tensor:

@@ -7,8 +7,7 @@ import math
 import torch
 from torch import nn
 
-from minitx.config import Config, ModelConfig
-from minitx.data.tokenizer import Codecs
+from minitx.config import ModelConfig
 from minitx.model.attention import KVCache
 from minitx.model.dropout import Dropout
 from minitx.model.layers import DecoderLayer, EncoderLayer
@@ -199,11 +198,3 @@ def build_model(
 def build_classifier(cfg: ModelConfig, vocab_size: int, pad_id: int, n_classes: int) -> Classifier:
     return Classifier(cfg, vocab_size, pad_id, n_classes)
 
-
-def build_run_model(cfg: Config, codecs: Codecs, labels: list[str] | None) -> Seq2Seq | Classifier:
-    """The model a run's task needs, sized by its vocabulary (and label set)."""
-    if cfg.task == "classification":
-        return build_classifier(cfg.model, codecs.src.vocab_size, codecs.src.pad_id, len(labels))
-    return build_model(
-        cfg.model, codecs.src.vocab_size, codecs.tgt.vocab_size, codecs.tgt.pad_id, codecs.joint
-    )

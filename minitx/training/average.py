@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from minitx.errors import UserError
+from minitx.model.checkpoint import average_checkpoints
 from minitx.run_dir import RunDir
-from minitx.training.checkpoint import average_checkpoints
 
 
 def average_snapshots(run: RunDir, last: int | None = None, steps: list[int] | None = None) -> Path:

@@ -19,40 +19,36 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from minitx import runtime
-from minitx.config import TASK_METRICS, Config, parse_duration
+from minitx.config import Config, parse_duration
 from minitx.data.prefetch import Prefetched
 from minitx.data.run_data import RunData, load_run_data
-from minitx.distributed import Ranks
 from minitx.errors import ReportedElsewhere, TrainingInterrupted, UserError
 from minitx.metrics import MetricsLog
-from minitx.model.transformer import Classifier, Seq2Seq, build_run_model
-from minitx.progress import bar, log_to_file
-from minitx.run_dir import RunDir, config_differences
-from minitx.runtime import Compute
-from minitx.scoring import score_labels, score_pairs
-from minitx.training.average import average_snapshots
-from minitx.training.checkpoint import (
+from minitx.model.checkpoint import (
     check_free_space,
     find_checkpoint,
     link_checkpoint,
     load_weights,
     recover_checkpoints,
 )
+from minitx.progress import bar, log_to_file
+from minitx.run_dir import RunDir, config_differences
+from minitx.runtime import Compute
+from minitx.tasks import configured, get_task
+from minitx.training.average import average_snapshots
+from minitx.training.distributed import Ranks
 from minitx.training.origin import adopt_vocabulary, check_compatible, find_origin
 from minitx.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-LOWER_IS_BETTER = {"loss"}
-# What the loss counts, per task, for the throughput in the logs: target tokens, or examples.
-THROUGHPUT_KEY = {"translation": "tgt_tokens_per_s", "classification": "examples_per_s"}
 
 
 @dataclass(frozen=True)
@@ -79,12 +75,12 @@ def train(cfg: Config, run: RunDir, ranks: Ranks | None = None) -> dict:
         return Training(cfg, run, ranks).run()
 
 
-def is_better(score: float, best: float | None, metric: str) -> bool:
+def is_better(score: float, best: float | None, metric: str, lower_is_better) -> bool:
     if not math.isfinite(score):
         return False
     if best is None:
         return True
-    return score < best if metric in LOWER_IS_BETTER else score > best
+    return score < best if metric in lower_is_better else score > best
 
 
 class Training:
@@ -96,6 +92,8 @@ class Training:
         self.dtype_choice = " chosen by run.dtype auto" if cfg.run.dtype == "auto" else ""
         cfg = runtime.with_resolved_dtype(cfg, ranks.device)
         runtime.warn_if_slow_dtype(cfg.run.dtype, ranks.device)
+        cfg = configured(cfg)
+        self.task = get_task(cfg.task)
         self.cfg, self.run_dir, self.ranks = cfg, run, ranks
         self.compute = Compute(ranks.device, cfg.run.dtype)
         self.max_time = parse_duration(cfg.train.max_time) if cfg.train.max_time else math.inf
@@ -104,9 +102,9 @@ class Training:
         self.origin = self._find_origin() if self.resumed_from is None else None
         # Rank 0 first: it may train and save the tokenizer, which the other ranks then load.
         self.data: RunData = ranks.main_first(
-            lambda: load_run_data(cfg, run, ("train", "validation"), build_store=ranks.is_main)
+            lambda: load_run_data(cfg, run, ("train", "validation"), self.task, ranks.is_main)
         )
-        model = build_run_model(cfg, self.data.codecs, self.data.labels)
+        model = self.task.build_model(cfg, self.data.codecs, self.data.labels)
         if self.origin is not None:  # fine-tuning: the earlier run's weights, fresh optimizer
             load_weights(self.origin, model, torch.device("cpu"))
         self.trainer = Trainer(model, cfg.train, self.compute, ranks)
@@ -135,7 +133,7 @@ class Training:
         if not self.cfg.train.init_from:
             return None
         origin_run, checkpoint = find_origin(self.cfg.train.init_from)
-        check_compatible(self.cfg, origin_run)
+        check_compatible(self.cfg, origin_run, self.task)
         self.ranks.main_only(lambda: adopt_vocabulary(origin_run, self.run_dir))
         log.info(f"starting from the weights and tokenizer of {checkpoint} (fine-tuning)")
         return checkpoint
@@ -305,7 +303,7 @@ class Training:
             loss=round(loss, 4),
             lr=lr,
             grad_norm=round(float(grad_norm), 4),
-            **{THROUGHPUT_KEY[self.cfg.task]: round(throughput, 1)},
+            **{self.task.throughput_key: round(throughput, 1)},
             elapsed=round(state.elapsed, 1),
         )
         progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", per_s=f"{throughput:.0f}")
@@ -321,14 +319,18 @@ class Training:
 
     def _validate(self) -> None:
         state, metric = self.trainer.state, self.cfg.train.early_stopping_metric
-        scores = validation_scores(self.trainer.model, self.data, self.cfg, self.compute)
-        improved = is_better(scores[metric], state.best_score, metric)
+        valid = self.data.splits["validation"]
+        if self.cfg.train.eval_max_sentences:
+            valid = valid.subset(self.cfg.train.eval_max_sentences)
+        model, cfg, compute = self.trainer.model, self.cfg, self.compute
+        scores = self.task.validation_scores(model, valid, self.data, cfg, compute)
+        improved = is_better(scores[metric], state.best_score, metric, self.task.lower_is_better)
         if improved:
             state.best_score, state.bad_validations = scores[metric], 0
         else:
             state.bad_validations += 1
         self.log.write("validation", step=state.step, epoch=state.epoch, best=improved, **scores)
-        shown = ", ".join(f"{key} {scores[key]:g}" for key in TASK_METRICS[self.cfg.task])
+        shown = ", ".join(f"{key} {scores[key]:g}" for key in self.task.metrics)
         log.info(f"step {state.step}: validation {shown}" + (" (best)" if improved else ""))
         # best first: a crash between the two must not leave `last` claiming a best never saved
         if improved:
@@ -394,19 +396,3 @@ class Training:
         )
         return self.last_scores
 
-
-def validation_scores(
-    model: Seq2Seq | Classifier, data: RunData, cfg: Config, compute: Compute
-) -> dict:
-    """On (the first examples of) the validation split: loss and perplexity with greedy
-    BLEU/chrF/exact match (translation), or loss with accuracy and macro-F1 (classification)."""
-    valid = data.splits["validation"]
-    if cfg.train.eval_max_sentences:
-        valid = valid.subset(cfg.train.eval_max_sentences)
-    batch_tokens = cfg.train.batch_tokens
-    if cfg.task == "classification":
-        report = score_labels(model, valid, data.codecs.src, data.labels, batch_tokens, compute)
-        return {key: report[key] for key in ("loss", "accuracy", "macro_f1")}
-    greedy = replace(cfg.decode, beam_size=1, n_best=1, sample=False)  # the same every time
-    scores, _ = score_pairs(model, valid, data.codecs, greedy, batch_tokens, compute)
-    return scores

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from minitx.config import Config, config_to_dict
 from minitx.errors import UserError
+from minitx.model.checkpoint import find_checkpoint
 from minitx.run_dir import RunDir
-from minitx.training.checkpoint import find_checkpoint
 
 # Model keys that shape the weights; the others (dropout, window) may differ when fine-tuning.
 SHAPE_KEYS = (
@@ -49,14 +49,11 @@ def find_origin(init_from: str) -> tuple[RunDir, Path]:
     return run, checkpoint
 
 
-def check_compatible(cfg: Config, origin: RunDir) -> None:
-    """Refuse an origin of the other task or with other weight shapes, naming every difference."""
+def check_compatible(cfg: Config, origin: RunDir, task) -> None:
+    """Refuse an origin of another task or with other weight shapes, naming every difference;
+    `task` (the run's) names what else must match."""
     before = origin.config()
-    differences = []
-    if before.task != cfg.task:
-        differences.append(f"task: {before.task!r} → {cfg.task!r}")
-    if cfg.task == "classification" and before.model.pooling != cfg.model.pooling:
-        differences.append(f"model.pooling: {before.model.pooling!r} → {cfg.model.pooling!r}")
+    differences = task.incompatibilities(before, cfg)
     old, new = config_to_dict(before)["model"], config_to_dict(cfg)["model"]
     differences += [
         f"model.{key}: {old[key]!r} → {new[key]!r}" for key in SHAPE_KEYS if old[key] != new[key]

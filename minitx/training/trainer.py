@@ -22,11 +22,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minitx.config import TrainConfig
 from minitx.data.batching import Batch, LabelBatch
-from minitx.distributed import Ranks
 from minitx.errors import UserError
-from minitx.objective import logits_and_targets, summed_loss
+from minitx.model.checkpoint import load_meta, load_trainer_state, load_weights, save_checkpoint
+from minitx.model.objective import logits_and_targets, summed_loss
 from minitx.runtime import Compute
-from minitx.training.checkpoint import load_meta, load_trainer_state, load_weights, save_checkpoint
+from minitx.training.distributed import Ranks
 from minitx.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)

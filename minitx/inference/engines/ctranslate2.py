@@ -1,19 +1,15 @@
-"""Run an export: CTranslate2 translates and ONNX Runtime classifies, with minitx's decode options,
-giving the same `Hypothesis` lists and probabilities as the PyTorch model does."""
+"""The CTranslate2 engine: a translation export run with minitx's decode options, giving the same
+`Hypothesis` lists as the PyTorch model does."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
-import numpy as np
-
-from minitx.config import Config, DecodeConfig
-from minitx.data.tokenizer import Codecs
-from minitx.decode import Hypothesis
+from minitx.config import DecodeConfig
 from minitx.errors import UserError
-from minitx.export.onnx import onnx_session
+from minitx.inference.decode import Hypothesis
+from minitx.inference.engines.base import ExportedRun, require_extra
 
 # CTranslate2 closes a sentence's beam once beam_size × patience hypotheses have finished (Kasai
 # et al., 2022); minitx closes it once no live beam can beat the K finished ones. Patience 2 makes
@@ -22,28 +18,25 @@ from minitx.export.onnx import onnx_session
 BEAM_PATIENCE = 2.0
 
 
-def require_extra(module: str) -> None:
-    """Import `module` or say which extra to install (one line, exit 2)."""
-    try:
-        __import__(module)
-    except ImportError:
-        raise UserError(
-            f"this needs {module}: pip install 'minitx[export]' (CTranslate2, ONNX, ONNX Runtime)"
-        ) from None
-
-
-class CTranslate2Translator:
+class CTranslate2Engine:
     """A CTranslate2 export: source text → the N best (or N sampled) hypotheses."""
 
-    def __init__(
-        self, directory: Path, codecs: Codecs, device: str, threads: int, max_positions: int
-    ):
+    name = "ctranslate2"
+
+    def __init__(self, export: ExportedRun):
         require_extra("ctranslate2")
         import ctranslate2
 
-        self.codecs, self.max_positions = codecs, max_positions
+        cfg, info = export.config, export.info
+        self.codecs = export.codecs
+        self.max_positions = int(info.get("max_positions", cfg.model.max_positions))
+        device, threads = cfg.run.device, cfg.run.threads or 0
+        gpu = device in ("cuda", "auto") and ctranslate2.get_cuda_device_count() > 0
         self.translator = ctranslate2.Translator(
-            str(directory), device=device, inter_threads=1, intra_threads=threads
+            str(export.directory),
+            device="cuda" if gpu else "cpu",
+            inter_threads=1,
+            intra_threads=threads,
         )
 
     def translate(self, texts: list[str], decode: DecodeConfig) -> list[list[Hypothesis]]:
@@ -134,36 +127,3 @@ def _search_options(decode: DecodeConfig) -> dict:
         "patience": BEAM_PATIENCE,
         "return_scores": True,
     }
-
-
-class OnnxClassifier:
-    """An ONNX export of a classifier: padded ids → class probabilities."""
-
-    def __init__(self, path: Path, threads: int):
-        require_extra("onnxruntime")
-        self.session = onnx_session(path, threads)
-
-    def probabilities(self, src: np.ndarray) -> np.ndarray:
-        logits = self.session.run(None, {"src": src.astype(np.int64)})[0]
-        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def open_engine(directory: Path, info: dict, cfg: Config, codecs: Codecs, onnx_file: Path):
-    """The engine an export directory holds, as its export.json names it."""
-    threads = cfg.run.threads or 0
-    if info.get("format") == "ctranslate2":
-        require_extra("ctranslate2")
-        import ctranslate2
-
-        gpu = cfg.run.device in ("cuda", "auto") and ctranslate2.get_cuda_device_count() > 0
-        max_positions = int(info.get("max_positions", cfg.model.max_positions))
-        return CTranslate2Translator(
-            directory, codecs, "cuda" if gpu else "cpu", threads, max_positions
-        )
-    if info.get("format") == "onnx" and cfg.task == "classification":
-        return OnnxClassifier(onnx_file, threads)
-    raise UserError(
-        f"{directory} holds a {info.get('format')} export of a {cfg.task} model, which minitx "
-        "cannot run: translate with a ctranslate2 export, classify with an onnx one"
-    )

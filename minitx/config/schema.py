@@ -1,26 +1,14 @@
-"""The typed config tree: YAML and `--set` overrides → validated, frozen dataclasses.
-
-Every key is declared once below with its default, its type and a one-line meaning (`help`), which
-the README's key table is generated from. Errors are collected, not raised one at a time, so a user
-sees every problem in their file at once, each with the nearest valid key when a name is misspelt.
+"""The typed config tree: frozen dataclasses, each key declared once with its default, type, bounds
+and meaning (`help`); docs/config.md, the CLI's decode options and the HTTP schema are derived from
+this metadata. Checks that depend on the task (its metrics, its data) belong to the task
+(minitx/tasks); loading and validation are in minitx/config/loading.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
-
-import yaml
-
-from minitx.errors import UserError
 
 
 def _key(default: Any, help: str, **checks: Any) -> Any:  # noqa: A002 - `help` reads best here
@@ -171,9 +159,7 @@ class TrainConfig:
         "run the training step's model through torch.compile (falls back to eager with a "
         "warning where it cannot compile)",
     )
-    early_stopping_metric: (
-        Literal["bleu", "chrf", "exact_match", "accuracy", "macro_f1", "loss"] | None
-    ) = _key(
+    early_stopping_metric: str | None = _key(
         None,
         "validation metric that picks the best checkpoint and drives early stopping "
         "(null: bleu for translation, accuracy for classification)",
@@ -258,10 +244,10 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Config:
-    task: Literal["translation", "classification"] = _key(
+    task: str = _key(
         "translation",
-        "translation (encoder-decoder, data.src → data.tgt) or classification (encoder + head, "
-        "data.text → data.label)",
+        "translation (encoder-decoder, data.src → data.tgt), classification (encoder + head, "
+        "data.text → data.label), or a task registered with minitx.tasks.register_task",
     )
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -306,17 +292,6 @@ class Config:
             )
         if len(self.train.betas) != 2 or not all(0 <= b < 1 for b in self.train.betas):
             errors.append(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
-        metric = self.train.early_stopping_metric
-        if metric is not None and metric not in TASK_METRICS[self.task]:
-            errors.append(
-                f"train.early_stopping_metric: {metric} is not a {self.task} metric; use one of "
-                f"{', '.join(TASK_METRICS[self.task])}"
-            )
-        if self.task == "classification" and self.data.path == "synthetic":
-            errors.append(
-                "the synthetic task is translation; for classification set data.path to a "
-                "directory or a Hub dataset id"
-            )
         errors.extend(self._decode_errors())
         if self.train.init_from and self.tokenizer.path:
             errors.append(
@@ -353,250 +328,9 @@ class Config:
         return errors
 
 
-# Validation metrics per task; the first picks the best checkpoint unless told otherwise.
-TASK_METRICS = {
-    "translation": ("bleu", "chrf", "exact_match", "loss"),
-    "classification": ("accuracy", "macro_f1", "loss"),
-}
-
-
 def parse_duration(text: str | int | float) -> float:
     """'90', '90s', '30m', '1.5h' → seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
     if not match:
         raise ValueError(f"'{text}' is not a duration; write seconds or e.g. 90s, 30m, 1.5h")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-
-
-# --- loading ----------------------------------------------------------------------------------
-
-
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML file, apply `key.sub=value` overrides, validate; raise UserError listing all problems."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"{path}: {problem}{where}; fix the YAML syntax there") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise UserError(
-            f"{path}: the top level must be a mapping of sections (task, data, model, …)"
-        )
-    return config_from_dict(apply_overrides(raw, overrides), source=str(path))
-
-
-def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Apply `train.lr=3e-4` style overrides (values parsed as YAML) to a nested dict copy."""
-    raw = _deep_copy(raw)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=3e-4), got '{item}'")
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError:
-            parsed = value
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = parsed
-    return raw
-
-
-def config_from_dict(raw: dict, source: str = "config") -> Config:
-    errors: list[str] = []
-    config = _build(Config, raw, "", errors)
-    # Invalid values were replaced by defaults above, so the cross-field checks are safe to run.
-    errors.extend(config.cross_field_errors())
-    if errors:
-        detail = "; ".join(errors).replace("\n", "\\n")  # keep the error on one line
-        raise UserError(f"{source}: {len(errors)} problem(s): {detail}")
-    if config.train.early_stopping_metric is None:  # resolved here, so config.yaml shows it
-        train = dataclasses.replace(
-            config.train, early_stopping_metric=TASK_METRICS[config.task][0]
-        )
-        config = dataclasses.replace(config, train=train)
-    return config
-
-
-def config_to_dict(config: Config) -> dict:
-    return dataclasses.asdict(config)
-
-
-def save_config(config: Config, path: Path) -> None:
-    """Write the config whole or not at all (a temporary file renamed over the old one)."""
-    text = yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _deep_copy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deep_copy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deep_copy(v) for v in raw]
-    return raw
-
-
-def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
-    """Build dataclass `cls` from `raw`, appending every problem found to `errors`."""
-    where = prefix.rstrip(".") or "the top level"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        errors.append(f"{where} must be a mapping of keys, got {type(raw).__name__} {raw!r}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in raw.items():
-        if key not in fields:
-            errors.append(
-                f"unknown key '{prefix}{key}'{_nearest_key_hint(str(key), prefix, fields)}"
-            )
-            continue
-        hint_type = hints[key]
-        if dataclasses.is_dataclass(hint_type):
-            values[key] = _build(hint_type, value, f"{prefix}{key}.", errors)
-            continue
-        if isinstance(value, str) and float in _flat_types(hint_type) and _FLOAT.fullmatch(value):
-            value = float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
-        problem = _type_problem(value, hint_type)
-        if problem:
-            errors.append(f"{prefix}{key}: {problem}")
-            continue
-        if (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and float in _flat_types(hint_type)
-        ):
-            value = float(value) if int not in _flat_types(hint_type) else value
-        range_problem = _range_problem(value, fields[key].metadata)
-        if range_problem:
-            errors.append(f"{prefix}{key}: {range_problem}")
-            continue
-        values[key] = value
-    return cls(**values)
-
-
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _nearest_key_hint(key: str, prefix: str, fields: dict) -> str:
-    """'; did you mean …?' from this section first, then from every key of the config."""
-    everywhere = {dotted.rsplit(".", 1)[-1]: dotted for dotted, _, _ in describe_keys()}
-    if key in everywhere:  # the right name in the wrong section
-        return f"; did you mean '{everywhere[key]}'?"
-    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
-    if close:
-        return f"; did you mean '{prefix}{close[0]}'?"
-    close = difflib.get_close_matches(key, list(everywhere), n=1, cutoff=0.75)
-    if close:
-        return f"; did you mean '{everywhere[close[0]]}'?"
-    return f"; valid keys here: {', '.join(fields)}"
-
-
-def _flat_types(hint: Any) -> tuple:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return typing.get_args(hint)
-    return (hint,)
-
-
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """Why `value` does not fit the annotation `hint`, or None if it does."""
-    options = _flat_types(hint)
-    if value is None:
-        return None if type(None) in options else "must not be empty (null)"
-    for option in options:
-        if _fits(value, option):
-            return None
-    return f"expected {_describe(hint)}, got {value!r}"
-
-
-def _fits(value: Any, option: Any) -> bool:
-    origin = typing.get_origin(option)
-    if origin is Literal:
-        return value in typing.get_args(option)
-    if origin is list:
-        (inner,) = typing.get_args(option)
-        return isinstance(value, list) and all(_fits(v, inner) for v in value)
-    if origin is dict:
-        key_type, value_type = typing.get_args(option)
-        return isinstance(value, dict) and all(
-            _fits(k, key_type) and _fits(v, value_type) for k, v in value.items()
-        )
-    if option is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if option is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if option is type(None):
-        return value is None
-    return isinstance(value, option)
-
-
-def _describe(hint: Any) -> str:
-    names = []
-    for option in _flat_types(hint):
-        origin = typing.get_origin(option)
-        if origin is Literal:
-            names.append("one of " + ", ".join(repr(a) for a in typing.get_args(option)))
-        elif origin is list:
-            names.append(f"a list of {_describe(typing.get_args(option)[0])}")
-        elif origin is dict:
-            names.append("a mapping")
-        elif option is type(None):
-            names.append("null")
-        else:
-            names.append(
-                {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[
-                    option
-                ]
-            )
-    return " or ".join(names)
-
-
-def _range_problem(value: Any, metadata: Any) -> str | None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    if not math.isfinite(value):
-        return f"must be a finite number, got {value}"
-    if "min" in metadata and value < metadata["min"]:
-        return f"must be at least {metadata['min']}, got {value}"
-    if "max" in metadata and value > metadata["max"]:
-        return f"must be at most {metadata['max']}, got {value}"
-    return None
-
-
-def describe_keys() -> list[tuple[str, str, str]]:
-    """(key, default, meaning) for every config key, in declaration order (the README table)."""
-    rows = []
-    for section in dataclasses.fields(Config):
-        if dataclasses.is_dataclass(section.default_factory):  # type: ignore[arg-type]
-            for f in dataclasses.fields(section.default_factory):  # type: ignore[arg-type]
-                default = (
-                    f.default_factory()
-                    if f.default_factory is not dataclasses.MISSING
-                    else f.default
-                )
-                rows.append((f"{section.name}.{f.name}", _yaml_scalar(default), f.metadata["help"]))
-        else:
-            rows.append((section.name, _yaml_scalar(section.default), section.metadata["help"]))
-    return rows
-
-
-def _yaml_scalar(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False)
-    return text.strip().removesuffix("...").strip()

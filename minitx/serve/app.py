@@ -119,7 +119,7 @@ def create_app(model: Model, info: dict, options: ServeOptions):
     """The FastAPI application serving `model`; `info` is what GET /info reports."""
     from fastapi import FastAPI, HTTPException
 
-    from minitx.serve_schema import request_models
+    from minitx.serve.schema import request_models
 
     TranslateRequest, PredictRequest = request_models(options)
     translator = Batcher(lambda texts, decode: model.translate(texts, **decode), options)
@@ -132,13 +132,13 @@ def create_app(model: Model, info: dict, options: ServeOptions):
         await translator.stop()
         await classifier.stop()
 
-    app = FastAPI(title="minitx", summary=f"{model.task} model", lifespan=lifespan)
+    app = FastAPI(title="minitx", summary=f"{model.task.name} model", lifespan=lifespan)
     app.state.batchers = {"translate": translator, "predict": classifier}
 
-    def require(task: str, route: str) -> None:
-        if model.task != task:
+    def require(writes_text: bool, route: str) -> None:
+        if model.task.generates_text != writes_text:
             raise HTTPException(
-                404, f"this server holds a {model.task} model; {route} is not served"
+                404, f"this server holds a {model.task.name} model; {route} is not served"
             )
 
     @app.get("/health")
@@ -151,7 +151,7 @@ def create_app(model: Model, info: dict, options: ServeOptions):
 
     @app.post("/translate")
     async def translate(request: TranslateRequest) -> dict:
-        require("translation", "/translate")
+        require(True, "/translate")
         decode = request.model_dump(exclude={"texts"}, exclude_none=True)
         try:
             model.decode_config(**decode)  # checked here: a bad option never reaches a batch
@@ -162,7 +162,7 @@ def create_app(model: Model, info: dict, options: ServeOptions):
 
     @app.post("/predict")
     async def predict(request: PredictRequest) -> dict:
-        require("classification", "/predict")
+        require(False, "/predict")
         try:
             found = await classifier.submit(request.texts, {})
         except UserError as error:
@@ -186,19 +186,13 @@ def _prediction(prediction) -> dict:
 
 def server_info(model: Model) -> dict:
     """What GET /info says: the task, a summary of the model, the checkpoint and the engine."""
-    trained, cfg = model.trained, model.config
-    engine = trained.run.export_info()["format"] if trained.run.is_export() else "pytorch"
+    cfg = model.config
     return {
-        "task": cfg.task,
-        "source": str(trained.run),
-        "engine": engine,
-        "checkpoint_step": trained.checkpoint_step,
-        "model": {
-            "d_model": cfg.model.d_model,
-            "n_heads": cfg.model.n_heads,
-            "n_encoder_layers": cfg.model.n_encoder_layers,
-            "n_decoder_layers": cfg.model.n_decoder_layers if cfg.task == "translation" else 0,
-        },
+        "task": model.task.name,
+        "source": str(model.run),
+        "engine": model.engine.name,
+        "checkpoint_step": model.checkpoint_step,
+        "model": model.task.model_summary(cfg),
         "decode": {"beam_size": cfg.decode.beam_size, "length_penalty": cfg.decode.length_penalty},
-        "labels": trained.labels,
+        "labels": model.labels,
     }

@@ -11,10 +11,10 @@ import torch
 from minitx.config import DecodeConfig
 from minitx.data.batching import EncodedPairs, EncodedTexts
 from minitx.data.tokenizer import Codecs, TextCodec
-from minitx.decode import translate
+from minitx.inference.decode import translate
 from minitx.metrics import classification_scores, perplexity, translation_scores
+from minitx.model.objective import logits_and_targets, summed_loss
 from minitx.model.transformer import Classifier, Seq2Seq
-from minitx.objective import logits_and_targets, summed_loss
 from minitx.runtime import Compute
 
 

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from minitx.config import config_to_dict
 from minitx.metrics import read_metrics
+from minitx.model.checkpoint import find_checkpoint
 from minitx.run_dir import RunDir
+from minitx.tasks import get_task
+from minitx.views.attention_page import page_data, write_attention_page
+
+if TYPE_CHECKING:
+    from minitx.api import Model
 
 SAMPLES = 5  # best and worst translations shown per split
 
@@ -168,44 +176,22 @@ def _eval_section(split: str, report: dict, samples: list[dict]) -> str:
     return "\n".join(out)
 
 
-def build_report(run: RunDir, checkpoint: str = "best") -> list[Path]:
-    """Write RUN_DIR/report.html (and, for translation runs with an evaluated split and a
-    checkpoint, report_attention.html with the sample translations' attention); return the paths."""
-    from minitx.training.checkpoint import find_checkpoint
-
+def build_report(run: RunDir, checkpoint: str, load_model: Callable[[], Model]) -> list[Path]:
+    """Write RUN_DIR/report.html (and, for runs with evaluated sample outputs and a checkpoint,
+    report_attention.html with their attention, from `load_model()`); return the paths."""
     cfg, written, reports = run.config(), [], eval_reports(run)
-    samples = _translation_samples(run, reports) if cfg.task == "translation" else {}
+    found = get_task(cfg.task).report_samples(run, reports)
+    samples = {split: sample_rows(*columns) for split, columns in found.items()}
     rows = [row for split_rows in samples.values() for row in split_rows]
     if rows and find_checkpoint(run.checkpoint(checkpoint)) is not None:
-        written.append(_attention_of(run, checkpoint, rows))
+        written.append(_attention_of(run, load_model(), rows))
     path = run.root / "report.html"
     path.write_text(render(run, reports, samples), encoding="utf-8")
     return [path, *written]
 
 
-def _translation_samples(run: RunDir, reports: dict[str, dict]) -> dict[str, list[dict]]:
-    """Per evaluated split with its hypotheses on disk: the best and worst sample translations."""
-    from minitx.data.run_data import load_split
-    from minitx.data.sources import column
-
-    samples = {}
-    for split in reports:
-        hypotheses_file = run.eval_files(split).hypotheses
-        if not hypotheses_file.is_file():
-            continue
-        dataset = load_split(run.config(), split)
-        hypotheses = hypotheses_file.read_text(encoding="utf-8").split("\n")[: len(dataset)]
-        if len(hypotheses) == len(dataset):
-            samples[split] = sample_rows(column(dataset, "src"), hypotheses, column(dataset, "tgt"))
-    return samples
-
-
-def _attention_of(run: RunDir, checkpoint: str, rows: list[dict]) -> Path:
+def _attention_of(run: RunDir, model: Model, rows: list[dict]) -> Path:
     """report_attention.html: one example per sample row (each row gets its `example` index)."""
-    from minitx.api import load
-    from minitx.attention_page import page_data, write_attention_page
-
-    model = load(run.root, checkpoint)
     examples = []
     for index, row in enumerate(rows):
         row["example"] = index

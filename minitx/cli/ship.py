@@ -1,0 +1,117 @@
+"""Commands that take a run elsewhere: `minitx export` and `minitx serve`."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import typer
+
+from minitx.cli.app import CHECKPOINT, QUIET, RUN_DIR, SETS, app, start
+from minitx.errors import UserError
+from minitx.run_dir import RunDir
+
+
+@app.command()
+def export(
+    run_dir: Path = RUN_DIR,
+    out: Path = typer.Option(..., "--out", "-o", help="The export directory (absent or empty)."),
+    export_format: str | None = typer.Option(
+        None,
+        "--format",
+        help="ctranslate2 (translation) or onnx (classifiers; the encoder of translation models) "
+        "[default: ctranslate2 for translation, onnx for classification].",
+    ),
+    quantization: str = typer.Option(
+        "none", "--quantization", help="CTranslate2 weights: none, int8, int8_float32, float16."
+    ),
+    checkpoint: str = CHECKPOINT,
+    quiet: bool = QUIET,
+) -> None:
+    """Export a run for another engine: CTranslate2 for translation, ONNX Runtime for classifiers.
+    The directory holds the model, config, tokenizer and export.json; `minitx translate`,
+    `minitx predict` and `minitx.load` take it in place of the run. Needs pip install
+    'minitx[export]'.
+
+    Examples:
+
+      minitx export runs/multi30k_de_en_raw --out exports/m30k_int8 --quantization int8
+
+      minitx translate exports/m30k_int8 "Ein Hund rennt im Park."
+
+      minitx export runs/sst2 --out exports/sst2_onnx
+    """
+    from dataclasses import replace
+
+    from minitx.api import load
+    from minitx.export.formats import check_request
+    from minitx.export.writer import export_model
+    from minitx.tasks import get_task
+    from minitx.tasks.shared import pytorch_model
+
+    start(quiet)
+    run = RunDir(run_dir)
+    chosen = check_request(get_task(run.config().task), export_format, quantization)
+    model = load(run.root, checkpoint, overrides=("run.device=cpu", "run.dtype=fp32"))
+    origin = {"run": str(run_dir), "checkpoint": checkpoint, "step": model.checkpoint_step}
+    export_model(
+        pytorch_model(model, "export"),
+        replace(model.config, run=run.config().run),  # the run's own device, not the export's
+        model.codecs,
+        model.labels,
+        out,
+        chosen,
+        quantization,
+        origin,
+    )
+    typer.echo(f"wrote {out} ({chosen.name}, step {model.checkpoint_step} of {run_dir})")
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory, or an export of one."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    max_batch_texts: int = typer.Option(
+        64, "--max-batch-texts", min=1, help="Texts decoded together at most."
+    ),
+    max_wait_ms: float = typer.Option(
+        5.0, "--max-wait-ms", min=0.0, help="How long a request waits for others to batch with."
+    ),
+    max_texts: int = typer.Option(64, "--max-texts", min=1, help="Texts one request may send."),
+    max_chars: int = typer.Option(2000, "--max-chars", min=1, help="Characters one text may have."),
+    batching: bool = typer.Option(
+        True, "--batching/--no-batching", help="Decode requests that arrive together as one batch."
+    ),
+    checkpoint: str = CHECKPOINT,
+    overrides: list[str] = SETS,
+    quiet: bool = QUIET,
+) -> None:
+    """Serve a run or an export over HTTP: POST /translate or /predict, GET /health and /info,
+    OpenAPI docs at /docs. Needs pip install 'minitx[serve]'.
+
+    Examples:
+
+      minitx serve runs/multi30k_de_en_raw --port 8000
+
+      curl -s localhost:8000/translate -H 'content-type: application/json'
+        -d '{"texts": ["Ein Hund rennt."], "beam_size": 5}'
+    """
+    from minitx.api import load
+
+    start(quiet)
+    try:
+        import uvicorn
+
+        from minitx.serve.app import ServeOptions, create_app, server_info
+    except ImportError:
+        raise UserError(
+            "minitx serve needs FastAPI and uvicorn: pip install 'minitx[serve]'"
+        ) from None
+    model = load(run_dir, checkpoint, overrides=overrides)
+    options = ServeOptions(max_batch_texts, max_wait_ms, max_texts, max_chars, batching)
+    app_ = create_app(model, server_info(model), options)
+    # uvicorn answers SIGTERM by draining the requests in flight, then raises the signal again
+    # with the handler it found: this one makes that a clean exit 0, as a process manager expects.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")

@@ -1,0 +1,38 @@
+"""The config tree: its declaration (schema.py) and how a YAML file and `--set` overrides become
+one validated, frozen `Config` (loading.py)."""
+
+from minitx.config.loading import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    describe_keys,
+    load_config,
+    save_config,
+)
+from minitx.config.schema import (
+    Config,
+    DataConfig,
+    DecodeConfig,
+    ModelConfig,
+    RunConfig,
+    TokenizerConfig,
+    TrainConfig,
+    parse_duration,
+)
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "DecodeConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TokenizerConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "describe_keys",
+    "load_config",
+    "parse_duration",
+    "save_config",
+]

@@ -1,0 +1,82 @@
+"""The export formats, registered by name: what each writes, which models it can express (and so
+which tasks it serves), its quantizations, and the engine that runs its output
+(minitx/inference/engines, under the same name). A format that no engine can run is not offered."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from minitx.config import Config
+from minitx.data.tokenizer import Codecs
+from minitx.errors import UserError
+from minitx.export import ctranslate2 as ct2
+from minitx.export.onnx import export_onnx
+from minitx.inference.engines import EXPORT_ENGINES, require_extra
+from minitx.model.transformer import Classifier, Seq2Seq
+from minitx.run_dir import RunDir
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    model_type: type[nn.Module]  # the models it expresses: a task's `model_type`
+    quantizations: tuple[str, ...]
+    runtime: str  # the Python module its engine needs (from the `export` extra)
+    # (model, cfg, codecs, target, quantization) → what export.json records beside the origin
+    write: Callable[[nn.Module, Config, Codecs, RunDir, str], dict]
+
+
+def _write_ctranslate2(model, cfg: Config, codecs: Codecs, target: RunDir, quantization) -> dict:
+    ct2.check_expressible(cfg.model)
+    spec = ct2.build_spec(model, cfg.model, _tokens(codecs.src), _tokens(codecs.tgt))
+    ct2.save_spec(spec, target.root, quantization)
+    return {"max_positions": ct2.position_count(cfg.model)}
+
+
+def _write_onnx(model, cfg: Config, codecs: Codecs, target: RunDir, quantization) -> dict:
+    codec = codecs.src
+    difference = export_onnx(model, target.onnx_file, codec.pad_id, codec.vocab_size)
+    return {"onnx_max_difference": difference}
+
+
+def _tokens(codec) -> list[str]:
+    tokenizer = codec.tokenizer
+    return [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
+
+
+EXPORT_FORMATS = {
+    fmt.name: fmt
+    for fmt in (
+        ExportFormat("ctranslate2", Seq2Seq, ct2.QUANTIZATIONS, "ctranslate2", _write_ctranslate2),
+        ExportFormat("onnx", Classifier, ("none",), "onnxruntime", _write_onnx),
+    )
+}
+assert set(EXPORT_FORMATS) <= set(EXPORT_ENGINES), "every export format needs its engine"
+
+
+def formats_for(model_type: type[nn.Module]) -> list[str]:
+    """The formats that can express a task's model, the default first."""
+    return [name for name, fmt in EXPORT_FORMATS.items() if issubclass(model_type, fmt.model_type)]
+
+
+def check_request(task, fmt: str | None, quantization: str) -> ExportFormat:
+    """The format asked for (default: the first that fits `task`'s model), checked before any
+    weights load."""
+    offered = formats_for(task.model_type)
+    fmt = fmt or (offered[0] if offered else None)
+    if fmt not in offered:
+        known = f"; this {task.name} run can be exported as {', '.join(offered)}" if offered else ""
+        raise UserError(
+            f"--format {fmt} does not export {task.name} runs{known}"
+            if fmt in EXPORT_FORMATS
+            else f"--format must be one of {', '.join(offered or EXPORT_FORMATS)}, got '{fmt}'"
+        )
+    chosen = EXPORT_FORMATS[fmt]
+    if quantization not in chosen.quantizations:
+        allowed = ", ".join(chosen.quantizations)
+        raise UserError(f"--quantization for {fmt} must be one of {allowed}, got '{quantization}'")
+    require_extra(chosen.runtime)
+    return chosen
