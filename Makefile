@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOWEST := .venv-lowest
 
-.PHONY: install quickstart test test-lowest lint multi30k clean
+.PHONY: install quickstart test test-lowest lint docs multi30k clean
 
 $(BIN)/minitx:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test-lowest:
 	$(LOWEST)/bin/pip install --quiet -c $(LOWEST)/constraints.txt -e '.[dev]'
 	$(LOWEST)/bin/python scripts/lowest_versions.py check
 	$(LOWEST)/bin/pytest tests/test_cli.py tests/test_bad_input.py
+
+# docs/config.md from the config dataclasses (tests/test_docs.py checks it is up to date)
+docs: $(BIN)/minitx
+	$(BIN)/python scripts/config_doc.py
 
 multi30k: $(BIN)/minitx
 	bash scripts/multi30k.sh
