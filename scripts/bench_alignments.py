@@ -18,6 +18,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+import minitx
 from minitx.data.synthetic import (
     SPLIT_SIZES,
     _distinct_numbers,
@@ -26,7 +27,6 @@ from minitx.data.synthetic import (
     number_alignments,
 )
 from minitx.inference.alignments import alignment_error_rate
-from minitx.inference.evaluate import load_run, translate_texts
 
 
 def test_numbers(train_size: int, seed: int) -> list[int]:
@@ -42,17 +42,17 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=500)
     args = parser.parse_args()
 
-    run = load_run(args.run_dir)
+    run = minitx.load(args.run_dir)
     data = run.config.data
     if data.path != "synthetic":
         raise SystemExit(f"{args.run_dir} was not trained on the synthetic task")
     numbers = test_numbers(data.synthetic_size, data.synthetic_seed)[: args.sentences]
     sources = [english_words(n) for n in numbers]
-    layers = len(run.model.decoder.layers)
+    layers = len(run.engine.model.decoder.layers)
     results = {}
     for layer in range(layers):
         decode = replace(run.config.decode, beam_size=1, alignments=True, alignment_layer=layer)
-        found = translate_texts(run, sources, decode)
+        found = run.engine.translate(sources, decode)
         right = [i for i, n in enumerate(numbers) if found[i][0].text == german_words(n)]
         predicted = [set(found[i][0].alignment) for i in right]
         gold = [number_alignments(numbers[i]) for i in right]

@@ -22,11 +22,11 @@ from pathlib import Path
 import datasets
 import torch
 
+import minitx
 from minitx.data.batching import encode_pairs
-from minitx.data.run_data import load_split
+from minitx.export.formats import EXPORT_FORMATS
 from minitx.export.writer import export_model
 from minitx.inference.decode import translate
-from minitx.inference.evaluate import load_run, translate_texts
 from minitx.metrics import translation_scores
 
 SEARCHES = {
@@ -51,8 +51,9 @@ def main() -> None:
         compare_engines(args)
         return
 
-    run = load_run(args.run_dir)
-    pairs = encode_pairs(load_split(run.config, args.split), run.codecs.src, run.codecs.tgt)
+    run = minitx.load(args.run_dir)
+    dataset = run.task.load_split(run.config, args.split)
+    pairs = encode_pairs(dataset, run.codecs.src, run.codecs.tgt)
     if args.quick:
         pairs = pairs.subset(100)
     base = replace(run.config.decode, n_best=1, sample=False)
@@ -64,7 +65,8 @@ def main() -> None:
         for _ in range(args.repeats):  # the fastest of a few: the machine is shared and noisy
             start = time.perf_counter()
             cache = not name.endswith("nocache")
-            found = translate(run.model, pairs.src_ids, run.codecs, cfg, run.compute, cache)
+            network = run.engine.model
+            found = translate(network, pairs.src_ids, run.codecs, cfg, run.compute, cache)
             best = [hypotheses[0].text for hypotheses in found]
             seconds = min(seconds, time.perf_counter() - start)
         outputs[name] = best
@@ -84,21 +86,21 @@ def main() -> None:
 
 def compare_engines(args) -> None:
     """Beam 5 on the split: minitx in the run's dtype and in fp32, CTranslate2 fp32 and int8."""
-    run = load_run(args.run_dir)
-    split = load_split(run.config, args.split)
+    run = minitx.load(args.run_dir)
+    split = run.task.load_split(run.config, args.split)
     texts, references = split["src"][:], split["tgt"][:]
     if args.quick:
         texts, references = texts[:100], references[:100]
     decode = replace(run.config.decode, beam_size=5, n_best=1, sample=False)
-    fp32 = load_run(args.run_dir, overrides=("run.dtype=fp32",))
+    fp32 = minitx.load(args.run_dir, overrides=("run.dtype=fp32",))
     engines = {f"minitx_{run.config.run.dtype}": run, "minitx_fp32": fp32}
     with tempfile.TemporaryDirectory() as scratch:
         for quantization in ("none", "int8"):
             out = Path(scratch) / quantization
             origin = {"run": str(args.run_dir), "checkpoint": "best", "step": run.checkpoint_step}
-            export_model(
-                fp32.model, fp32.config, fp32.codecs, None, out, "ctranslate2", quantization, origin
-            )
+            ct2 = EXPORT_FORMATS["ctranslate2"]
+            model, cfg, codecs = fp32.engine.model, fp32.config, fp32.codecs
+            export_model(model, cfg, codecs, None, out, ct2, quantization, origin)
             name = "ctranslate2_" + ("fp32" if quantization == "none" else quantization)
             engines[name] = out
         results = {}
@@ -106,7 +108,7 @@ def compare_engines(args) -> None:
             torch.set_num_threads(threads)
             for name, engine in engines.items():
                 if isinstance(engine, Path):  # an export: load it with this many threads
-                    engine = load_run(engine, overrides=(f"run.threads={threads}",))
+                    engine = minitx.load(engine, overrides=(f"run.threads={threads}",))
                 seconds, best = _fastest(engine, texts, decode, args.repeats)
                 key = f"{name}_{threads}t"
                 results[key] = {
@@ -125,7 +127,7 @@ def _fastest(trained, texts: list[str], decode, repeats: int) -> tuple[float, li
     seconds, best = math.inf, []
     for _ in range(repeats):  # the fastest of a few: the machine is shared and noisy
         start = time.perf_counter()
-        best = [found[0].text for found in translate_texts(trained, texts, decode)]
+        best = [found[0].text for found in trained.engine.translate(texts, decode)]
         seconds = min(seconds, time.perf_counter() - start)
     return seconds, best
 

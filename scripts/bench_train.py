@@ -27,11 +27,11 @@ from torch import nn
 from minitx import runtime
 from minitx.config import load_config
 from minitx.data.batching import encode_pairs
-from minitx.data.run_data import load_split
 from minitx.data.tokenizer import build_codecs
 from minitx.model.positions import SinusoidalPositions
 from minitx.model.transformer import build_model
 from minitx.runtime import Compute
+from minitx.tasks import get_task
 from minitx.training.distributed import Ranks
 from minitx.training.trainer import Trainer
 
@@ -185,7 +185,7 @@ def main() -> None:
         ROOT / "configs" / "multi30k_de_en_raw.yaml",
         [f"data.path={args.data}", f"run.dtype={args.dtype}"],
     )
-    train = load_split(cfg, "train")
+    train = get_task(cfg.task).load_split(cfg, "train")
     codecs = build_codecs(train["src"], train["tgt"], cfg.tokenizer, cfg.tokenizer.joint)
     pairs = encode_pairs(train, codecs.src, codecs.tgt, cfg.data.max_len)
     groups = pairs.batch_groups(cfg.train.batch_tokens, seed=1)

@@ -95,7 +95,68 @@ def test_packages_import_each_other_in_one_direction():
 
     cycles = [" → ".join(c) for unit in sorted(edges) if (c := cycle_from(unit, [unit]))]
     assert cycles == []
-    assert "minitx.inference.evaluate" not in edges["minitx.training"]  # validation scores via minitx.inference.scoring
+
+
+LOWER = ("model", "data", "training", "tasks", "inference", "export", "config")
+UPPER = ("cli", "serve", "views")
+
+
+def _package(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_lower_packages_never_import_the_front_ends():
+    """The front ends (command line, HTTP server, pages and plots) sit on top: nothing below them
+    imports one, so each can be replaced or left out without touching the library."""
+    upward = sorted(
+        f"{module} imports {name}"
+        for module, tree in _modules().items()
+        if _package(module) in LOWER
+        for name in _imports(tree)
+        if _package(name) in UPPER
+    )
+    assert upward == []
+
+
+def test_a_small_ground_floor_and_modules_a_reader_can_hold():
+    top_level = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(top_level) <= 8, top_level
+    long = [
+        f"{path.relative_to(PACKAGE.parent)}: {n} lines"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    ]
+    assert long == []
+
+
+def test_only_the_tasks_package_compares_task_names():
+    """A new task is one module and one registry line: no code elsewhere branches on a task's
+    name. (Dictionary keys that happen to read the same, like a result's "translation", are not
+    comparisons.)"""
+    from minitx.tasks import _TASKS
+
+    found = []
+    for module, tree in _modules().items():
+        if _package(module) == "tasks":
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            if isinstance(node.ops[0], (ast.In, ast.NotIn)):  # `task in ("a", "b")`, not `"a" in d`
+                sides = [
+                    e
+                    for s in sides
+                    if isinstance(s, (ast.Tuple, ast.List, ast.Set))
+                    for e in s.elts
+                ]
+            found += [
+                f"{module}:{node.lineno} {ast.unparse(node)}"
+                for side in sides
+                if isinstance(side, ast.Constant) and side.value in _TASKS
+            ]
+    assert found == []
 
 
 def test_only_run_dir_spells_the_run_directory_layout():

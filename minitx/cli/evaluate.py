@@ -31,12 +31,10 @@ def evaluate(
 
     Examples:
 
+    \b
       minitx eval runs/quickstart
-
       minitx eval runs/multi30k_de_en_raw --split test --beam 5
-
       minitx eval runs/multi30k_de_en_raw --split validation --checkpoint last --set decode.length_penalty=0.6
-
       minitx eval runs/sst2 --split test --json
     """
     import datasets

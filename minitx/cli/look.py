@@ -31,8 +31,10 @@ def attention(
     checkpoint: str = CHECKPOINT,
     quiet: bool = QUIET,
 ) -> None:
-    """Draw attention maps: PNG heatmaps (a grid of heads per layer) and the raw weights as JSON,
-    or with --html one interactive page (layers, heads, lines and matrix views) that opens from
+    """Draw attention maps, as PNG heatmaps or one HTML page.
+
+    PNG heatmaps (a grid of heads per layer) and the raw weights as JSON, or with --html one
+    interactive page (layers, heads, lines and matrix views) that opens from
     file:// with nothing loaded from the network.
 
     Translation runs: the sentence is translated (greedy), then encoder self-attention, decoder
@@ -41,12 +43,10 @@ def attention(
 
     Examples:
 
+    \b
       minitx attention runs/multi30k_de_en_raw "Ein Hund rennt durch den Park."
-
       minitx attention runs/multi30k_de_en_raw "Ein Hund rennt durch den Park." --html
-
       minitx attention runs/quickstart --input numbers.txt --html --out pages/
-
       minitx attention runs/quickstart "three hundred forty two" --layer 1 --head 0 --out maps/
     """
     from minitx.api import load
@@ -107,12 +107,14 @@ def _write_attention_page(cfg, examples: list[dict], path: Path, name: str) -> N
 
 @app.command()
 def report(run_dir: Path = RUN_DIR, checkpoint: str = CHECKPOINT, quiet: bool = QUIET) -> None:
-    """Write RUN_DIR/report.html: what was trained, the curves, every evaluated split with its
-    signature, the confusion matrix (classification) or the best and worst sample translations
+    """Write RUN_DIR/report.html, one page about the run.
+
+    What was trained, the curves, every evaluated split with its signature, the confusion matrix (classification) or the best and worst sample translations
     linked to their attention (translation). Works on a run that is still training.
 
     Example:
 
+    \b
       minitx eval runs/quickstart && minitx report runs/quickstart
     """
     import datasets
@@ -130,10 +132,13 @@ def report(run_dir: Path = RUN_DIR, checkpoint: str = CHECKPOINT, quiet: bool = 
 
 @app.command()
 def plot(run_dir: Path = RUN_DIR, quiet: bool = QUIET) -> None:
-    """Draw training loss, learning rate and validation metrics from metrics.jsonl as PNG curves.
+    """Draw the training curves as PNG.
+
+    Training loss, learning rate and validation metrics from metrics.jsonl.
 
     Example:
 
+    \b
       minitx plot runs/quickstart     # writes runs/quickstart/plots/curves.png
     """
     from minitx.metrics import read_metrics

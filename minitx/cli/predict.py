@@ -27,14 +27,15 @@ def predict(
     overrides: list[str] = SETS,
     quiet: bool = QUIET,
 ) -> None:
-    """Classify texts: LABEL<TAB>PROBABILITY per input line (an empty line for an empty one).
+    """Classify texts, one LABEL<TAB>PROBABILITY line each.
+
+    One line per input line (an empty line for an empty one).
 
     Examples:
 
+    \b
       minitx predict runs/sst2 "a gorgeous , witty , seductive movie ."
-
       minitx predict runs/sst2 --input reviews.txt --json > predictions.jsonl
-
       cat reviews.txt | minitx predict runs/sst2
     """
     from minitx.api import load

@@ -19,8 +19,8 @@ def export(
     export_format: str | None = typer.Option(
         None,
         "--format",
-        help="ctranslate2 (translation) or onnx (classifiers; the encoder of translation models) "
-        "[default: ctranslate2 for translation, onnx for classification].",
+        help="ctranslate2 (models that write text) or onnx (classifiers) [default: the one that "
+        "fits the run].",
     ),
     quantization: str = typer.Option(
         "none", "--quantization", help="CTranslate2 weights: none, int8, int8_float32, float16."
@@ -28,17 +28,17 @@ def export(
     checkpoint: str = CHECKPOINT,
     quiet: bool = QUIET,
 ) -> None:
-    """Export a run for another engine: CTranslate2 for translation, ONNX Runtime for classifiers.
-    The directory holds the model, config, tokenizer and export.json; `minitx translate`,
+    """Export a run for CTranslate2 or ONNX Runtime.
+
+    CTranslate2 runs models that write text, ONNX Runtime classifiers. The directory holds the model, config, tokenizer and export.json; `minitx translate`,
     `minitx predict` and `minitx.load` take it in place of the run. Needs pip install
     'minitx[export]'.
 
     Examples:
 
+    \b
       minitx export runs/multi30k_de_en_raw --out exports/m30k_int8 --quantization int8
-
       minitx translate exports/m30k_int8 "Ein Hund rennt im Park."
-
       minitx export runs/sst2 --out exports/sst2_onnx
     """
     from dataclasses import replace
@@ -87,13 +87,14 @@ def serve(
     overrides: list[str] = SETS,
     quiet: bool = QUIET,
 ) -> None:
-    """Serve a run or an export over HTTP: POST /translate or /predict, GET /health and /info,
-    OpenAPI docs at /docs. Needs pip install 'minitx[serve]'.
+    """Serve a run or an export over HTTP.
+
+    POST /translate or /predict, GET /health and /info, OpenAPI docs at /docs. Needs pip install 'minitx[serve]'.
 
     Examples:
 
+    \b
       minitx serve runs/multi30k_de_en_raw --port 8000
-
       curl -s localhost:8000/translate -H 'content-type: application/json'
         -d '{"texts": ["Ein Hund rennt."], "beam_size": 5}'
     """

@@ -33,16 +33,16 @@ def train(
         help="Train in N processes on this machine with DDP (starts torchrun; one per GPU).",
     ),
 ) -> None:
-    """Train a model; resume if the run directory already holds a checkpoint.
+    """Train a model, or resume its run.
+
+    A run directory that already holds a checkpoint is resumed where it stopped.
 
     Examples:
 
+    \b
       minitx train configs/quickstart.yaml
-
       minitx train configs/multi30k_de_en_raw.yaml --set data.path=../shared/data/multi30k
-
       minitx train configs/quickstart.yaml --set train.max_steps=500 --run-dir runs/short --fresh --yes
-
       minitx train configs/multi30k_de_en_raw.yaml --nproc 4     # same as torchrun --standalone --nproc_per_node 4 -m minitx train ...
     """
     from minitx.config import load_config
@@ -93,14 +93,16 @@ def average(
     ),
     quiet: bool = QUIET,
 ) -> None:
-    """Average kept step_N checkpoints into RUN_DIR/checkpoints/averaged (use it with
+    """Average kept checkpoints into `averaged`.
+
+    The kept step_N checkpoints go into RUN_DIR/checkpoints/averaged (use it with
     --checkpoint averaged). Training keeps them with train.keep_last; train.average_last does this
     at the end of training.
 
     Examples:
 
+    \b
       minitx average runs/multi30k_de_en_raw --last 5
-
       minitx eval runs/multi30k_de_en_raw --checkpoint averaged --beam 5
     """
     from minitx.training.average import average_snapshots
