@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,9 +81,18 @@ class Model:
     checkpoint_step: int
 
     def decode_config(self, **options: Any) -> DecodeConfig:
-        """The run's decode settings with `options` (decode config keys: beam_size, n_best,
+        """The run's decode settings with `options` (DecodeConfig's fields: beam_size, n_best,
         length_penalty, sample, temperature, top_k, top_p, seed, alignments, …) applied and
         validated like the config file; options given as None keep the run's value."""
+        names = [option.name for option in dataclasses.fields(DecodeConfig)]
+        for name in options:
+            if name not in names:
+                nearest = difflib.get_close_matches(name, names, n=1)
+                hint = f" (did you mean '{nearest[0]}'?)" if nearest else ""
+                raise UserError(
+                    f"unknown decode option '{name}'{hint}; the decode options are "
+                    f"{', '.join(names)}"
+                )
         given = {key: value for key, value in options.items() if value is not None}
         if not given:
             return self.config.decode
@@ -89,12 +100,19 @@ class Model:
         raw["decode"].update(given)
         return config_from_dict(raw, source="decode options").decode
 
-    def translate(self, texts: Sequence[str], **options: Any) -> list[Translation]:
-        """Translate each text; `options` override decode settings for this call."""
+    def translate(
+        self, texts: Sequence[str], decode: DecodeConfig | None = None, **options: Any
+    ) -> list[Translation]:
+        """Translate each text with `decode`, settings from `decode_config` (checked once for
+        many calls), or with decode `options` applied to the run's settings for this call."""
         if isinstance(texts, str):
             raise UserError("translate takes a list of texts; wrap a single text in a list")
+        if decode is not None and options:
+            raise UserError("translate takes a DecodeConfig or decode options, not both")
         self._require(self.task.generates_text, "translate")
-        found = self.engine.translate(list(texts), self.decode_config(**options))
+        if decode is None:
+            decode = self.decode_config(**options)
+        found = self.engine.translate(list(texts), decode)
         return [Translation(text, hyps) for text, hyps in zip(texts, found, strict=True)]
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:

@@ -1,4 +1,4 @@
-"""The README's screenshots of the attention page and the run report, from a trained quickstart run.
+"""The documentation's screenshots of the attention page and the run report, from a trained quickstart run.
 
     minitx train configs/quickstart.yaml && minitx eval runs/quickstart
     python scripts/readme_screenshots.py [--run-dir runs/quickstart]

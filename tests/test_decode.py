@@ -1,3 +1,4 @@
+import contextlib
 from dataclasses import replace
 
 import pytest
@@ -6,7 +7,9 @@ import torch.nn.functional as F
 
 from minitx.config import DecodeConfig
 from minitx.data.tokenizer import SpecialIds
-from minitx.inference.decode import beam_search, greedy, max_lengths, sample
+from minitx.inference import searches
+from minitx.inference.decode import translate
+from minitx.inference.searches import beam_search, greedy, max_lengths, sample
 from minitx.model.attention import KVCache
 from minitx.model.transformer import build_model
 
@@ -340,3 +343,60 @@ def test_beam_search_of_a_sentence_does_not_depend_on_its_batch(tiny_model_confi
         row = src[i : i + 1, : int((src[i] != PAD).sum())]
         (alone,) = beam_search(model, row, IDS, cfg)
         assert [h.tokens for h in alone] == [h.tokens for h in together[i]]
+
+
+# --- the registry of searches -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"beam_size": 1}, "greedy"),
+        ({"beam_size": 4}, "beam"),
+        ({"sample": True}, "sampling"),
+        ({"sample": True, "beam_size": 4}, "sampling"),
+    ],
+)
+def test_the_decode_settings_pick_one_registered_search(options, name):
+    assert searches.search_for(DecodeConfig(**options)).name == name
+
+
+def test_translate_runs_the_registered_search_with_each_sources_own_inputs(monkeypatch):
+    """A new search is one registry entry; per-sentence inputs reach it beside their sources,
+    through the length sort and the batching."""
+    seen = []
+
+    def echo(model, src, ids, cfg, inputs=None, use_cache=True):
+        lengths = (src != PAD).sum(dim=1).tolist()
+        seen.append(list(zip(lengths, inputs, strict=True)))
+        return [[searches.Hypothesis([n], 0.0, 0.0)] for n in lengths]
+
+    monkeypatch.setattr(searches, "_SEARCHES", {})
+    searches.register_search(searches.Search("echo", lambda cfg: True, echo))
+    codec = _IdentityCodec()
+    codecs = type("Codecs", (), {"src": codec, "tgt": codec})()
+    model = type("Model", (), {"eval": lambda self: None})()
+    src_ids = [[5, 6, 7], [5], [5, 6, 7, 8, 9], [5, 6]]
+    cfg = DecodeConfig(batch_size=3)
+    found = translate(model, src_ids, codecs, cfg, _CPU, inputs=["a", "b", "c", "d"])
+    assert [h[0].tokens for h in found] == [[4], [2], [6], [3]]  # lengths with EOS, input order
+    # two length-sorted batches, each source with its own input
+    assert seen == [[(2, "b"), (3, "d"), (4, "a")], [(6, "c")]]
+
+
+class _IdentityCodec:
+    eos_id, pad_id = EOS, PAD
+    special_ids = IDS
+
+    def decode(self, rows):
+        return [" ".join(map(str, row)) for row in rows]
+
+
+class _Compute:
+    device = torch.device("cpu")
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+
+_CPU = _Compute()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from minitx.api import load  # noqa: E402
-from minitx.config import load_config  # noqa: E402
+from minitx.config import DecodeConfig, load_config  # noqa: E402
 from minitx.serve.app import Batcher, ServeOptions, create_app, server_info  # noqa: E402
 
 from conftest import train_run, train_tiny_classifier, write_tiny_config  # noqa: E402
@@ -36,22 +37,29 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(run_dir):
-    model = load(run_dir)
+def model(run_dir):
+    return load(run_dir)
+
+
+@pytest.fixture(scope="module")
+def client(model):
     app = create_app(model, server_info(model), ServeOptions(max_texts=4, max_chars=50))
     with TestClient(app) as client:
         yield client
 
 
-def test_health_info_and_a_translation_as_the_api_gives_it(client, run_dir):
+def test_health_info_and_a_translation_as_the_api_gives_it(client, model):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/info").json()
     assert info["task"] == "translation" and info["engine"] == "pytorch"
     assert info["checkpoint_step"] == 6
+    # every decode option a request may set, with the model's value
+    assert info["decode"] == dataclasses.asdict(model.config.decode)
+    assert info["decode"]["beam_size"] == 2
     texts = ["ein hund rennt", "eine katze schläft"]
     reply = client.post("/translate", json={"texts": texts, "beam_size": 2, "n_best": 2})
     assert reply.status_code == 200
-    expected = load(run_dir).translate(texts, beam_size=2, n_best=2)
+    expected = model.translate(texts, beam_size=2, n_best=2)
     assert [[h["text"] for h in t] for t in reply.json()["translations"]] == [
         [h.text for h in t.hypotheses] for t in expected
     ]
@@ -67,6 +75,8 @@ def test_health_info_and_a_translation_as_the_api_gives_it(client, run_dir):
         (json.dumps({"texts": ["a" * 51]}).encode(), 422, "at most 50 characters"),
         (json.dumps({"texts": ["a"], "beam": 3}).encode(), 422, "Extra inputs"),
         (json.dumps({"texts": ["a"], "beam_size": "3"}).encode(), 422, "valid integer"),
+        (json.dumps({"texts": ["a"], "beam_size": 65}).encode(), 422, "less than or equal to 64"),
+        (json.dumps({"texts": ["a"], "top_p": 0}).encode(), 422, "greater than 0"),
         (json.dumps({"texts": ["a"], "n_best": 3}).encode(), 400, "decode.n_best"),
     ],
 )
@@ -75,6 +85,25 @@ def test_a_bad_request_gets_a_4xx_and_the_next_one_is_served(client, body, statu
     reply = client.post("/translate", content=body, headers=headers)
     assert reply.status_code == status and fragment in reply.text
     assert client.post("/translate", json={"texts": ["ein hund rennt"]}).status_code == 200
+
+
+def test_a_request_is_validated_once_and_its_settings_reach_the_batch(client, model, monkeypatch):
+    """The route checks the options; the batch decodes with that DecodeConfig, unchecked again."""
+    checks, decoded = [], []
+    decode_config, translate = model.decode_config, model.translate
+    monkeypatch.setattr(model, "decode_config", lambda **o: checks.append(o) or decode_config(**o))
+    monkeypatch.setattr(
+        model, "translate", lambda texts, **k: decoded.append(k) or translate(texts, **k)
+    )
+    body = {"texts": ["ein hund rennt"], "beam_size": 2, "n_best": 2, "alignments": True}
+    reply = client.post("/translate", json=body)
+    assert reply.status_code == 200 and checks == [
+        {"beam_size": 2, "n_best": 2, "alignments": True}
+    ]
+    assert [set(k) for k in decoded] == [{"decode"}]
+    assert (decoded[0]["decode"].n_best, decoded[0]["decode"].alignments) == (2, True)
+    hypotheses = reply.json()["translations"][0]
+    assert len(hypotheses) == 2 and all("alignment" in h for h in hypotheses)
 
 
 def test_predict_is_not_served_by_a_translation_model(client):
@@ -86,21 +115,22 @@ def test_predict_is_not_served_by_a_translation_model(client):
 def test_requests_that_arrive_together_are_decoded_together(batching):
     calls = []
 
-    def run_group(texts, options):
+    def run_group(texts, decode):
         calls.append(list(texts))
-        return [f"{text}!{options.get('beam_size')}" for text in texts]
+        return [f"{text}!{decode.beam_size}" for text in texts]
 
     async def scenario():
         batcher = Batcher(run_group, ServeOptions(max_wait_ms=200, batching=batching))
         batcher.start()
-        requests = [(["a", "b"], {}), (["c"], {}), (["d"], {"beam_size": 2}), (["e"], {})]
+        usual, wide = DecodeConfig(), DecodeConfig(beam_size=2)
+        requests = [(["a", "b"], usual), (["c"], usual), (["d"], wide), (["e"], DecodeConfig())]
         results = await asyncio.gather(*(batcher.submit(t, o) for t, o in requests))
         await batcher.stop()
         return results
 
     results = asyncio.run(scenario())
-    assert results == [["a!None", "b!None"], ["c!None"], ["d!2"], ["e!None"]]
-    # together: one call per distinct set of options; alone: one per request
+    assert results == [["a!5", "b!5"], ["c!5"], ["d!2"], ["e!5"]]
+    # together: one call per distinct decode setting; alone: one per request
     assert len(calls) == (2 if batching else 4)
 
 
@@ -113,7 +143,7 @@ def test_one_bad_request_in_a_batch_fails_alone():
     async def scenario():
         batcher = Batcher(run_group, ServeOptions(max_wait_ms=200))
         batcher.start()
-        requests = [batcher.submit([text], {}) for text in ("a", "bad", "c")]
+        requests = [batcher.submit([text], None) for text in ("a", "bad", "c")]
         results = await asyncio.gather(*requests, return_exceptions=True)
         await batcher.stop()
         return results

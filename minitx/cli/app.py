@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+from typing import Any
+
 import typer
 
 from minitx import __version__
+from minitx.config import DecodeConfig
 from minitx.progress import show_status
 from minitx.run_dir import CHECKPOINT_CHOICES
 
@@ -12,13 +17,18 @@ app = typer.Typer(
     help=(
         "Train and evaluate small Transformers, for translation or text classification, from one "
         "YAML file.\n\n"
-        "  minitx train configs/quickstart.yaml\n\n"
-        "  minitx eval runs/quickstart --split test\n\n"
-        '  minitx translate runs/quickstart "three hundred forty two"\n\n'
-        '  minitx predict runs/sst2 "a gorgeous , witty , seductive movie ."'
+        "\b\n"
+        "  minitx train configs/quickstart.yaml\n"
+        "  minitx eval runs/quickstart --split test\n"
+        '  minitx translate runs/quickstart "three hundred forty two"\n'
+        '  minitx predict runs/sst2 "a gorgeous , witty , seductive movie ."\n\n'
+        "Each command's --help shows its options and examples; docs/ has the guide."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain Click help: paragraphs rewrapped to the terminal, examples kept as written (`\b`),
+    # and no markup, which would eat `[export]` in "pip install 'minitx[export]'".
+    rich_markup_mode=None,
 )
 
 # Options several commands share, declared once.
@@ -32,7 +42,27 @@ CHECKPOINT = typer.Option(
     "best", "--checkpoint", help=f"Which weights: {CHECKPOINT_CHOICES} (see train.keep_last)."
 )
 RUN_DIR = typer.Argument(..., help="A run directory written by `minitx train`.")
-BEAM = typer.Option(None, "--beam", min=1, help="Beam size [default: decode.beam_size].")
+
+
+def decode_option(name: str) -> Any:
+    """The command-line option of the decode option `name`, from its declaration in DecodeConfig:
+    flag, bounds and help. Its default, None, keeps the run's decode setting."""
+    (declared,) = [option for option in dataclasses.fields(DecodeConfig) if option.name == name]
+    metadata, flag = declared.metadata, "--" + name.replace("_", "-")
+    if typing.get_type_hints(DecodeConfig)[name] is bool:  # --no-sample undoes a run's sample
+        flag = f"{flag}/--no-{flag[2:]}"
+    meaning = metadata["help"]
+    return typer.Option(
+        None,
+        metadata.get("flag", flag),
+        min=metadata.get("min"),
+        max=metadata.get("max"),
+        help=f"{meaning[:1].upper()}{meaning[1:]}; default: the run's decode.{name}.",
+        rich_help_panel="Decoding",
+    )
+
+
+BEAM = decode_option("beam_size")
 
 
 def _show_version(show: bool) -> None:

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from minitx.cli.app import BEAM, CHECKPOINT, QUIET, RUN_DIR, SETS, app, start
+from minitx.cli.app import CHECKPOINT, QUIET, RUN_DIR, SETS, app, decode_option, start
 from minitx.cli.inputs import for_non_empty, input_batches, print_lines
+from minitx.config import DecodeConfig
 from minitx.errors import UserError
 
 
+def _with_decode_options(command: Callable) -> Callable:
+    """`command`, which takes decode options as keyword arguments, with one command-line option
+    per DecodeConfig field added to the signature Typer reads."""
+    hints = typing.get_type_hints(DecodeConfig)
+    options = [
+        inspect.Parameter(
+            option.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=decode_option(option.name),
+            annotation=hints[option.name] | None,
+        )
+        for option in dataclasses.fields(DecodeConfig)
+    ]
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=[*own, *options])
+    return command
+
+
 @app.command()
+@_with_decode_options
 def translate(
     run_dir: Path = RUN_DIR,
     texts: list[str] = typer.Argument(
@@ -21,44 +47,28 @@ def translate(
     input_file: Path | None = typer.Option(
         None, "--input", "-i", help="Translate each line of this file."
     ),
-    beam: int | None = BEAM,
-    n_best: int | None = typer.Option(
-        None, "--n-best", min=1, help="Give the N best hypotheses (N <= beam), or N samples."
-    ),
-    sample: bool = typer.Option(
-        False, "--sample", help="Sample each token (with --temperature, --top-k, --top-p, --seed)."
-    ),
-    temperature: float | None = typer.Option(None, "--temperature", help="Sampling temperature."),
-    top_k: int | None = typer.Option(None, "--top-k", help="Sample from the k likeliest tokens."),
-    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling: 0 < p <= 1."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the sampling draws."),
-    alignments: bool = typer.Option(
-        False, "--alignments", help="Word alignments, source-target 'i-j' pairs (Moses style)."
-    ),
     output_format: str = typer.Option(
         "text", "--format", help="text: one line per hypothesis; jsonl: one object per input."
-    ),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", min=1, help="Sentences decoded together [default: decode.batch_size]."
     ),
     checkpoint: str = CHECKPOINT,
     overrides: list[str] = SETS,
     quiet: bool = QUIET,
+    **decode_options: Any,
 ) -> None:
-    """Translate sentences: one output line per input line (N lines with --n-best N; with
-    --alignments each line is followed by a tab and its alignment), printed batch by batch as
-    input arrives.
+    """Translate sentences, one output line per input line.
+
+    N lines per input with --n-best N; with
+    --alignments each line is followed by a tab and its alignment. Printed batch by batch as
+    input arrives. The decoding options are the run's decode settings for this command.
 
     Examples:
 
+    \b
       minitx translate runs/quickstart "three hundred forty two"
-
       minitx translate runs/multi30k_de_en_raw --input sentences.de --beam 5 > sentences.en
-
       minitx translate runs/quickstart "seventy two" --n-best 3 --format jsonl
-
       minitx translate runs/multi30k_de_en_raw --sample --top-p 0.9 --seed 1 < mono.de > back.en
-
+      minitx translate runs/multi30k_de_en_raw -i sentences.de --length-penalty 0.6
       tail -f sentences.de | minitx translate runs/multi30k_de_en_raw
     """
     from minitx.api import load
@@ -67,20 +77,10 @@ def translate(
     if output_format not in ("text", "jsonl"):
         raise UserError(f"--format must be text or jsonl, got '{output_format}'")
     model = load(run_dir, checkpoint, overrides=overrides)
-    options = {
-        "beam_size": beam,
-        "n_best": n_best,
-        "sample": sample or None,
-        "temperature": temperature,
-        "top_k": top_k,
-        "top_p": top_p,
-        "seed": seed,
-        "alignments": alignments or None,
-        "batch_size": batch_size,
-    }
-    decode = model.decode_config(**options)  # checked before any input is read
+    # Checked once, before any input is read; every batch then decodes with these settings.
+    decode = model.decode_config(**decode_options)
     for lines in input_batches(texts, input_file, decode.batch_size):
-        found = for_non_empty(lines, lambda some: model.translate(some, **options))
+        found = for_non_empty(lines, lambda some: model.translate(some, decode=decode))
         print_lines(
             _translation_lines(line, translation, output_format, decode.n_best)
             for line, translation in zip(lines, found, strict=True)

@@ -223,13 +223,15 @@ def _range_problem(value: Any, metadata: Any) -> str | None:
         return f"must be a finite number, got {value}"
     if "min" in metadata and value < metadata["min"]:
         return f"must be at least {metadata['min']}, got {value}"
+    if "above" in metadata and value <= metadata["above"]:
+        return f"must be above {metadata['above']}, got {value}"
     if "max" in metadata and value > metadata["max"]:
         return f"must be at most {metadata['max']}, got {value}"
     return None
 
 
 def describe_keys() -> list[tuple[str, str, str]]:
-    """(key, default, meaning) for every config key, in declaration order (the README table)."""
+    """(key, default, meaning) for every config key, in declaration order (docs/config.md)."""
     rows = []
     for section in dataclasses.fields(Config):
         if dataclasses.is_dataclass(section.default_factory):  # type: ignore[arg-type]

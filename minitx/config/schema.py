@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
-def _key(default: Any, help: str, **checks: Any) -> Any:  # noqa: A002 - `help` reads best here
-    """A config field: its default, its meaning, and optional range checks (`min`, `max`)."""
+def _key(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - `help` reads best here
+    """A config field: its default, its meaning, optional range checks (`min` and `max` inclusive,
+    `above` exclusive) and, for decode options, where they surface (see DecodeConfig)."""
     if isinstance(default, (dict, list)):
         return field(
-            default_factory=lambda: type(default)(default), metadata={"help": help, **checks}
+            default_factory=lambda: type(default)(default), metadata={"help": help, **metadata}
         )
-    return field(default=default, metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,28 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    beam_size: int = _key(5, "beam width for eval/translate (1 = greedy)", min=1)
-    length_penalty: float = _key(1.0, "beam score = log-prob / length**length_penalty", min=0.0)
+    """Every decoding option, declared once. Each is also a per-call option: `minitx translate`'s
+    options, the HTTP TranslateRequest's fields, `Model.translate`'s keywords, GET /info's decode
+    section and the CTranslate2 engine's arguments are derived from these fields. Metadata beyond
+    `help` and the bounds: `flag`, the command-line option where it is not --field-name;
+    `ctranslate2`, the `Translator.translate_batch` argument the option becomes."""
+
+    # beam_size and n_best are capped: a request's time and memory grow with them, and a server
+    # takes them from its clients.
+    beam_size: int = _key(
+        5,
+        "beam width for eval/translate (1 = greedy)",
+        min=1,
+        max=64,
+        flag="--beam",
+        ctranslate2="beam_size",
+    )
+    length_penalty: float = _key(
+        1.0,
+        "beam score = log-prob / length**length_penalty",
+        min=0.0,
+        ctranslate2="length_penalty",
+    )
     max_len_ratio: float = _key(
         1.5, "maximum output length = ratio × source length + offset", min=0.0, max=100.0
     )
@@ -193,21 +214,30 @@ class DecodeConfig:
         1,
         "hypotheses returned per input: the N best of the beam (N <= beam_size), or N samples",
         min=1,
+        max=64,
+        ctranslate2="num_hypotheses",
     )
     sample: bool = _key(
         False, "sample each token instead of searching (see temperature, top_k, top_p)"
     )
     temperature: float = _key(
-        1.0, "sampling: divide the logits by this (> 0; small → greedy)", min=0.0
+        1.0,
+        "sampling: divide the logits by this (> 0; small → greedy)",
+        min=0.0,  # 0 is refused only when sampling (_decode_errors)
+        ctranslate2="sampling_temperature",
     )
     top_k: int | None = _key(
-        None, "sampling: only from the k most likely tokens (null: all)", min=1
+        None,
+        "sampling: only from the k most likely tokens (null: all)",
+        min=1,
+        ctranslate2="sampling_topk",
     )
     top_p: float = _key(
         1.0,
         "sampling: only from the smallest set of tokens whose probability reaches p (0 < p <= 1)",
-        min=0.0,
+        above=0.0,
         max=1.0,
+        ctranslate2="sampling_topp",
     )
     seed: int | None = _key(None, "sampling: seed of the draws (null: different each run)", min=0)
     alignments: bool = _key(
@@ -238,7 +268,7 @@ class RunConfig:
         "also write TensorBoard event files to RUN_DIR/tensorboard (pip install 'minitx[tensorboard]')",
     )
     deterministic: bool = _key(
-        False, "deterministic algorithms only: same seed, same metrics (see README for GPU limits)"
+        False, "deterministic algorithms only: same seed, same metrics (see docs/run-directory.md for GPU limits)"
     )
 
 
@@ -323,8 +353,6 @@ class Config:
             errors.append(
                 "decode.temperature must be above 0 (a small value samples almost greedily)"
             )
-        if decode.top_p <= 0:
-            errors.append(f"decode.top_p must be in (0, 1], got {decode.top_p}")
         return errors
 
 

@@ -51,7 +51,9 @@ def load_run_data(
     encoded = {}
     for split in splits:
         if split == "train":
-            encoded[split] = _stored_train_split(cfg, run, task, corpus, codecs, labels, build_store)
+            encoded[split] = _stored_train_split(
+                cfg, run, task, corpus, codecs, labels, build_store
+            )
         else:
             encoded[split] = task.encode_split(raw[split], codecs, labels, split)
     for save in made:

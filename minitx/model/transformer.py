@@ -197,4 +197,3 @@ def build_model(
 
 def build_classifier(cfg: ModelConfig, vocab_size: int, pad_id: int, n_classes: int) -> Classifier:
     return Classifier(cfg, vocab_size, pad_id, n_classes)
-

@@ -2,24 +2,27 @@
 as one batch.
 
 POST /translate {"texts": [...], decode options} → {"translations": [[{text, score}, …], …]}
+                (with "alignments": true, each hypothesis has its "alignment" too)
 POST /predict   {"texts": [...]}                 → {"predictions": [{label, probability, …}, …]}
 GET  /health, GET /info; OpenAPI docs at /docs (FastAPI).
 
 Dynamic batching: a request's texts join a queue; one worker takes what has arrived (waiting up to
-`max_wait_ms` for more, up to `max_batch_texts` texts) and decodes requests with the same options
-in one call, on one thread, since the model is not made for concurrent calls. A bad request gets a
-4xx naming what to fix and never reaches the model; on SIGTERM uvicorn stops accepting, the
-requests in flight are answered, and the process exits 0.
+`max_wait_ms` for more, up to `max_batch_texts` texts) and decodes requests with the same decode
+settings (validated once per request, when it arrives) in one call, on one thread, since the model
+is not made for concurrent calls. A bad request gets a 4xx naming what to fix and never reaches
+the model; on SIGTERM uvicorn stops accepting, the requests in flight are answered, and the
+process exits 0.
 """
 
 import asyncio
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Hashable
+from dataclasses import asdict, dataclass, field
 
 from minitx.api import Model
 from minitx.errors import UserError
+from minitx.inference.alignments import format_alignments
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class ServeOptions:
 @dataclass
 class _Pending:
     texts: list[str]
-    options: dict[str, Any]
+    options: Hashable  # what run_group needs besides the texts; equal options share a call
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -56,7 +59,7 @@ class Batcher:
         if self._worker is not None:
             self._worker.cancel()
 
-    async def submit(self, texts: list[str], options: dict[str, Any]) -> list:
+    async def submit(self, texts: list[str], options: Hashable) -> list:
         pending = _Pending(texts, options)
         await self.queue.put(pending)
         return await pending.done
@@ -67,9 +70,9 @@ class Batcher:
             try:
                 if self.options.batching:
                     await self._gather(batch)
-                groups: dict[str, list[_Pending]] = defaultdict(list)
+                groups: dict[Hashable, list[_Pending]] = defaultdict(list)
                 for pending in batch:
-                    groups[repr(sorted(pending.options.items()))].append(pending)
+                    groups[pending.options].append(pending)
                 for group in groups.values():
                     await self._run(group)
             finally:  # whatever happened, the queue's count stays right: stop() can drain it
@@ -122,7 +125,7 @@ def create_app(model: Model, info: dict, options: ServeOptions):
     from minitx.serve.schema import request_models
 
     TranslateRequest, PredictRequest = request_models(options)
-    translator = Batcher(lambda texts, decode: model.translate(texts, **decode), options)
+    translator = Batcher(lambda texts, decode: model.translate(texts, decode=decode), options)
     classifier = Batcher(lambda texts, _: model.predict(texts), options)
 
     async def lifespan(app):
@@ -152,9 +155,10 @@ def create_app(model: Model, info: dict, options: ServeOptions):
     @app.post("/translate")
     async def translate(request: TranslateRequest) -> dict:
         require(True, "/translate")
-        decode = request.model_dump(exclude={"texts"}, exclude_none=True)
+        given = request.model_dump(exclude={"texts"}, exclude_none=True)
         try:
-            model.decode_config(**decode)  # checked here: a bad option never reaches a batch
+            # Validated once, here: a bad option never reaches a batch, which reuses the result.
+            decode = model.decode_config(**given)
             found = await translator.submit(request.texts, decode)
         except UserError as error:
             raise HTTPException(400, str(error)) from None
@@ -164,7 +168,7 @@ def create_app(model: Model, info: dict, options: ServeOptions):
     async def predict(request: PredictRequest) -> dict:
         require(False, "/predict")
         try:
-            found = await classifier.submit(request.texts, {})
+            found = await classifier.submit(request.texts, None)
         except UserError as error:
             raise HTTPException(400, str(error)) from None
         return {"predictions": [_prediction(p) for p in found]}
@@ -173,7 +177,10 @@ def create_app(model: Model, info: dict, options: ServeOptions):
 
 
 def _hypothesis(hypothesis) -> dict:
-    return {"text": hypothesis.text, "score": round(hypothesis.score, 4)}
+    found = {"text": hypothesis.text, "score": round(hypothesis.score, 4)}
+    if hypothesis.alignment is not None:
+        found["alignment"] = format_alignments(hypothesis.alignment)
+    return found
 
 
 def _prediction(prediction) -> dict:
@@ -185,7 +192,8 @@ def _prediction(prediction) -> dict:
 
 
 def server_info(model: Model) -> dict:
-    """What GET /info says: the task, a summary of the model, the checkpoint and the engine."""
+    """What GET /info says: the task, a summary of the model, the checkpoint, the engine, and
+    the model's value of every decode option a request may set."""
     cfg = model.config
     return {
         "task": model.task.name,
@@ -193,6 +201,6 @@ def server_info(model: Model) -> dict:
         "engine": model.engine.name,
         "checkpoint_step": model.checkpoint_step,
         "model": model.task.model_summary(cfg),
-        "decode": {"beam_size": cfg.decode.beam_size, "length_penalty": cfg.decode.length_penalty},
+        "decode": asdict(cfg.decode),
         "labels": model.labels,
     }

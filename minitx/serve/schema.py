@@ -1,13 +1,18 @@
 """The JSON bodies `minitx serve` accepts, sized by its options: pydantic models that refuse a wrong
 type, an unknown key, an empty list, too many texts or too long a text with a 422 naming the
-field, before anything reaches the model."""
+field, before anything reaches the model. TranslateRequest's decode options are derived from
+DecodeConfig: the same names, types and bounds as the config, the command line and the API."""
 
+import dataclasses
+import typing
 from typing import Annotated
+
+from minitx.config import DecodeConfig
 
 
 def request_models(options):
     """(TranslateRequest, PredictRequest) with `options.max_texts` and `options.max_chars`."""
-    from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+    from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
     # Names apart from the field's: a class body does not see a function's local of its name.
     one_text = Annotated[str, StringConstraints(min_length=1, max_length=options.max_chars)]
@@ -17,16 +22,24 @@ def request_models(options):
         model_config = ConfigDict(extra="forbid", strict=True)
         texts: some_texts
 
-    class TranslateRequest(PredictRequest):
-        """Decode options as the config's decode section names them; absent: the model's own."""
-
-        beam_size: int | None = Field(None, ge=1, le=64)
-        n_best: int | None = Field(None, ge=1, le=64)
-        length_penalty: float | None = Field(None, ge=0.0)
-        sample: bool | None = None
-        temperature: float | None = Field(None, gt=0.0)
-        top_k: int | None = Field(None, ge=1)
-        top_p: float | None = Field(None, gt=0.0, le=1.0)
-        seed: int | None = Field(None, ge=0)
-
+    hints = typing.get_type_hints(DecodeConfig)
+    decode_fields = {
+        option.name: (
+            hints[option.name] | None,
+            Field(
+                None,  # absent: the model's own setting
+                ge=option.metadata.get("min"),
+                gt=option.metadata.get("above"),
+                le=option.metadata.get("max"),
+                description=f"{option.metadata['help']}; absent: the model's decode.{option.name}",
+            ),
+        )
+        for option in dataclasses.fields(DecodeConfig)
+    }
+    TranslateRequest = create_model(  # noqa: N806 - a class, named as one
+        "TranslateRequest",
+        __base__=PredictRequest,
+        __doc__="Texts and decode options as the config's decode section names them.",
+        **decode_fields,
+    )
     return TranslateRequest, PredictRequest

@@ -94,7 +94,9 @@ class Classification(Task):
         scores = score_labels(network, texts, codec, labels, cfg.train.batch_tokens, model.compute)
         predictions, probabilities = scores.pop("predictions"), scores.pop("probabilities")
         model.run.eval_files(split).predictions.write_text(
-            "".join(f"{labels[p]}\t{q:.4f}\n" for p, q in zip(predictions, probabilities, strict=True)),
+            "".join(
+                f"{labels[p]}\t{q:.4f}\n" for p, q in zip(predictions, probabilities, strict=True)
+            ),
             encoding="utf-8",
         )
         return {

@@ -3,7 +3,7 @@ and chrF and by exact match."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,13 +98,7 @@ class Translation(Task):
             "sentences": len(pairs),
             "checkpoint_step": model.checkpoint_step,
             **scores,
-            "decoding": {
-                "beam_size": decode.beam_size,
-                "sample": decode.sample,
-                "length_penalty": decode.length_penalty,
-                "max_len_ratio": decode.max_len_ratio,
-                "max_len_offset": decode.max_len_offset,
-            },
+            "decoding": asdict(decode),  # every setting, to reproduce the scores
         }
 
     @torch.no_grad()

@@ -50,7 +50,6 @@ from minitx.training.trainer import Trainer
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class StepBatches:
     """One step's share of batches for this rank, with what the whole step (all ranks) holds."""
@@ -395,4 +394,3 @@ class Training:
             f"{state.best_score}"
         )
         return self.last_scores
-

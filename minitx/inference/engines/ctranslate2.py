@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ from minitx.inference.decode import Hypothesis
 from minitx.inference.engines.base import ExportedRun, require_extra
 
 # CTranslate2 closes a sentence's beam once beam_size × patience hypotheses have finished (Kasai
-# et al., 2022); minitx closes it once no live beam can beat the K finished ones. Patience 2 makes
+# et al., 2022); minitx closes it once no live beam could beat the K-th finished one. Patience 2 makes
 # CTranslate2 search on past the first K finished, as minitx does: on the quickstart test set both
 # then agree on every beam-5 output (patience 1 differs on 17 of 300).
 BEAM_PATIENCE = 2.0
@@ -106,24 +107,24 @@ class CTranslate2Engine:
 
 
 def _search_options(decode: DecodeConfig) -> dict:
+    """The `translate_batch` arguments of the decode options that have one (their `ctranslate2`
+    metadata in DecodeConfig)."""
+    options = {
+        option.metadata["ctranslate2"]: getattr(decode, option.name)
+        for option in dataclasses.fields(decode)
+        if "ctranslate2" in option.metadata
+    }
     if decode.sample:
         import ctranslate2
 
         if decode.seed is not None:
             ctranslate2.set_random_seed(decode.seed)
-        return {
-            "beam_size": 1,
-            "num_hypotheses": decode.n_best,
-            "sampling_topk": decode.top_k or 0,  # 0: the whole vocabulary
-            "sampling_topp": decode.top_p,
-            "sampling_temperature": decode.temperature,
-            "length_penalty": decode.length_penalty,
-            "return_scores": True,
+        options["beam_size"] = 1  # CTranslate2 samples with a beam of one
+        options["sampling_topk"] = options["sampling_topk"] or 0  # 0: the whole vocabulary
+    else:
+        # CTranslate2 samples whenever sampling_topk is not 1, in beam search too: leave them out.
+        options = {
+            name: value for name, value in options.items() if not name.startswith("sampling_")
         }
-    return {
-        "beam_size": decode.beam_size,
-        "num_hypotheses": decode.n_best,
-        "length_penalty": decode.length_penalty,
-        "patience": BEAM_PATIENCE,
-        "return_scores": True,
-    }
+        options["patience"] = BEAM_PATIENCE
+    return {**options, "return_scores": True}
