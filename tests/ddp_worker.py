@@ -12,22 +12,22 @@ from pathlib import Path
 import torch
 
 import minitx.api as api
-import minitx.training.loop as loop
 from minitx.cli import main
+from minitx.tasks import Translation
 from minitx.training.trainer import Trainer
 
 rank = int(os.environ["RANK"])
 models = []
-build_run_model = loop.build_run_model
+build_model = Translation.build_model
 
 
-def capture_model(*args, **kwargs):
-    model = build_run_model(*args, **kwargs)
+def capture_model(self, *args, **kwargs):
+    model = build_model(self, *args, **kwargs)
     models.append(model)
     return model
 
 
-loop.build_run_model = capture_model
+Translation.build_model = capture_model
 
 train_step, calls = Trainer.step, []
 

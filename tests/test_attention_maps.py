@@ -5,26 +5,19 @@ import json
 
 import pytest
 import torch
-import yaml
 
-from minitx.config import ModelConfig, config_from_dict
-from minitx.inference.evaluate import attention_maps, load_run
+from minitx.api import load
+from minitx.config import ModelConfig
 from minitx.model.attention import AttentionSpec, MultiHeadAttention, recording_attention
 from minitx.model.transformer import build_model
 
-from conftest import tiny_config_yaml, train_run
 from test_cli import assert_user_error, minitx
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from conftest import write_splits
-
-    root = tmp_path_factory.mktemp("maps")
-    raw = yaml.safe_load(tiny_config_yaml(str(write_splits(root / "data"))))
-    cfg = config_from_dict(raw)
-    train_run(cfg, root / "run")
-    return root / "run"
+@pytest.fixture
+def tiny_run(tiny_translation_run):
+    """The session's tiny translation run (2 + 2 layers): read only."""
+    return tiny_translation_run.run
 
 
 def test_recording_returns_the_weights_of_the_same_forward_pass():
@@ -69,36 +62,45 @@ def test_windowed_weights_are_drawn_over_the_whole_sequence():
 
 
 def test_attention_maps_cover_every_kind_and_layer(tiny_run):
-    maps = attention_maps(load_run(tiny_run), "ein hund rennt")
+    maps = load(tiny_run).attention("ein hund rennt")
     kinds = [(m["kind"], m["layer"]) for m in maps["maps"]]
-    assert kinds == [("encoder_self", 0), ("decoder_self", 0), ("cross", 0)]
+    assert kinds == [
+        ("encoder_self", 0),
+        ("encoder_self", 1),
+        ("decoder_self", 0),
+        ("cross", 0),
+        ("decoder_self", 1),
+        ("cross", 1),
+    ]
     source, target = len(maps["source_tokens"]), len(maps["target_tokens"])
     assert maps["source_tokens"][-1] == "</s>" and maps["target_tokens"][0] == "<s>"
-    assert maps["maps"][2]["weights"].shape == (4, target, source)
+    assert maps["maps"][3]["weights"].shape == (4, target, source)
 
 
 def test_attention_command_writes_png_and_json(tiny_run, tmp_path):
-    result = minitx("attention", tiny_run, "ein hund rennt", "--out", tmp_path, "--head", "1")
+    args = ("--out", tmp_path, "--layer", "1", "--head", "1")
+    result = minitx("attention", tiny_run, "ein hund rennt", *args)
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == [
-        f"{kind}_layer0_head1.{ext}"
+        f"{kind}_layer1_head1.{ext}"
         for kind in ("cross", "decoder_self", "encoder_self")
         for ext in ("json", "png")
     ]
-    record = json.loads((tmp_path / "cross_layer0_head1.json").read_text())
+    record = json.loads((tmp_path / "cross_layer1_head1.json").read_text())
     assert record["heads"] == [1] and len(record["weights"]) == 1
     assert len(record["weights"][0]) == len(record["queries"])
     assert len(record["weights"][0][0]) == len(record["keys"])
-    assert (tmp_path / "cross_layer0_head1.png").read_bytes().startswith(b"\x89PNG")
-    assert_user_error(minitx("attention", tiny_run, "x", "--layer", "5"), "layers 0 to 0")
+    assert (tmp_path / "cross_layer1_head1.png").read_bytes().startswith(b"\x89PNG")
+    assert_user_error(minitx("attention", tiny_run, "x", "--layer", "5"), "layers 0 to 1")
 
 
-def test_plot_command_draws_the_curves(tiny_run, tmp_path):
-    result = minitx("plot", tiny_run)
+def test_plot_command_draws_the_curves(tiny_translation_run, tmp_path):
+    run = tiny_translation_run.copy(tmp_path)  # the plot is written into the run directory
+    result = minitx("plot", run)
     assert result.returncode == 0, result.stderr
     assert "validation bleu" in result.stdout
-    assert (tiny_run / "plots" / "curves.png").read_bytes().startswith(b"\x89PNG")
+    assert (run / "plots" / "curves.png").read_bytes().startswith(b"\x89PNG")
     assert_user_error(minitx("plot", tmp_path), "no metrics.jsonl")
 
 

@@ -10,32 +10,24 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import minitx
-from minitx.config import config_from_dict
 from minitx.views.attention_page import SCALE, page_data, write_attention_page
 
-from conftest import tiny_config_yaml, train_run
 from test_cli import minitx as run_cli
 
 TEXT = "ein kind spielt im park"
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory) -> dict:
-    """A tiny run (2+2 layers), and its page for one sentence written by the command line."""
-    from conftest import write_splits
-
-    root = tmp_path_factory.mktemp("page")
-    raw = yaml.safe_load(tiny_config_yaml(str(write_splits(root / "data"))))
-    raw["model"].update(n_encoder_layers=2, n_decoder_layers=2)
-    raw["train"].update(max_steps=60, eval_every=60)  # long enough to translate into words
-    train_run(config_from_dict(raw), root / "run")
-    result = run_cli("attention", root / "run", TEXT, "--html", "--out", root / "out", "-q")
+def page(tiny_translation_run, tmp_path_factory) -> dict:
+    """The session's tiny run (2+2 layers), and its page for one sentence written by the command
+    line (outside the run directory)."""
+    run, out = tiny_translation_run.run, tmp_path_factory.mktemp("page") / "out"
+    result = run_cli("attention", run, TEXT, "--html", "--out", out, "-q")
     assert result.returncode == 0, result.stderr
-    html = (root / "out" / "attention.html").read_text(encoding="utf-8")
-    return {"run": root / "run", "out": root / "out", "html": html, "data": _embedded(html)}
+    html = (out / "attention.html").read_text(encoding="utf-8")
+    return {"run": run, "out": out, "html": html, "data": _embedded(html)}
 
 
 def _embedded(html: str) -> dict:

@@ -18,21 +18,18 @@ from minitx.model.checkpoint import average_checkpoints
 from minitx.run_dir import RunDir
 from minitx.training.average import average_snapshots
 
-from conftest import train_run, write_tiny_config
+from conftest import train_run
 from test_cli import minitx as minitx_cli
 
 WEIGHTS = "model.safetensors"
 
 
-@pytest.fixture(scope="module")
-def averaged_run(tmp_path_factory) -> dict:
-    """12 steps, validated every 3, keeping step_3..step_12 and averaging the last 3 at the end."""
-    root = tmp_path_factory.mktemp("average")
-    config = write_tiny_config(root)
-    overrides = ["train.eval_every=3", "train.keep_last=4", "train.average_last=3"]
-    run = root / "run"
-    train_run(load_config(config, overrides), run)
-    return {"root": root, "config": config, "run": run}
+@pytest.fixture
+def averaged_run(tiny_translation_run) -> dict:
+    """The session's tiny translation run: 12 steps, validated every 3, keeping step_3..step_12
+    and averaging the last 3 at the end. Read only: a test that writes works on `_copy`."""
+    shared = tiny_translation_run
+    return {"root": shared.root, "config": shared.config, "run": shared.run}
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -154,12 +151,12 @@ def test_average_checkpoints_is_the_exact_mean_of_given_tensors(tmp_path):
     assert _meta(target) == {"step": 30, "averaged_steps": [10, 20, 30]}
 
 
-def test_averaged_checkpoint_loads_and_evaluates(averaged_run):
-    run = averaged_run["run"]
+def test_averaged_checkpoint_loads_and_evaluates(averaged_run, tmp_path):
+    run = _copy(averaged_run["run"], tmp_path)  # eval writes into the run directory
     model = minitx.load(run, checkpoint="averaged")
-    assert model.trained.checkpoint_step == 12
+    assert model.checkpoint_step == 12
     expected = _weights(run / "checkpoints" / "averaged")
-    state = model.trained.model.state_dict()
+    state = model.engine.model.state_dict()
     for name, tensor in expected.items():
         assert torch.equal(state[name], tensor), name
     report = model.evaluate("test")

@@ -18,7 +18,7 @@ import torch
 
 from minitx.cli import main
 
-from conftest import PAIRS, tiny_config_yaml, write_splits
+from conftest import PAIRS, tiny_config_yaml
 
 
 def run_cli(args, monkeypatch, capsys, stdin: bytes = b""):
@@ -38,36 +38,13 @@ def digest(directory: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """Data, a valid config and a tiny trained run, shared by every case."""
-    root = tmp_path_factory.mktemp("bad_input")
-    data = write_splits(root / "data")
-    config = root / "good.yaml"
-    config.write_text(tiny_config_yaml(str(data)))
-    run = root / "run"
-    mp = pytest.MonkeyPatch()
-    mp.setattr(
-        sys,
-        "argv",
-        [
-            "minitx",
-            "train",
-            str(config),
-            "--run-dir",
-            str(run),
-            "--quiet",
-            "--set",
-            "train.max_steps=3",
-            "--set",
-            "train.eval_every=3",
-        ],
-    )
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    mp.undo()
-    assert exit_info.value.code == 0
-    return {"root": root, "data": data, "config": config, "run": run}
+@pytest.fixture
+def world(tiny_translation_run):
+    """Data, the valid config it was trained from and the session's tiny trained run (2 + 2
+    layers, step_3 … step_12 kept and averaged), shared by every case, which must leave it as
+    it was."""
+    shared = tiny_translation_run
+    return {"root": shared.root, "data": shared.data, "config": shared.config, "run": shared.run}
 
 
 def _write(path: Path, content: str | bytes) -> Path:
@@ -107,6 +84,13 @@ def damaged_run(world, tmp: Path, damage) -> Path:
     shutil.copytree(world["run"], run)
     damage(run)
     return run
+
+
+def _without_snapshots(run: Path) -> None:
+    """As a run trained without train.keep_last: no step_N checkpoints, nothing averaged."""
+    for snapshot in (run / "checkpoints").glob("step_*"):
+        shutil.rmtree(snapshot)
+    shutil.rmtree(run / "checkpoints/averaged")
 
 
 def _bad_pickle(run: Path) -> None:
@@ -170,7 +154,7 @@ CASES = [
     (
         "task-unknown",
         lambda w, t: ["train", w["config"], "--set", "task=summarise"],
-        ["task: expected one of 'translation'"],
+        ["task: 'summarise' is not a task; use one of classification, translation"],
     ),
     (
         "negative-size",
@@ -396,17 +380,17 @@ CASES = [
     (
         "translate-top-p-zero",
         lambda w, t: ["translate", w["run"], "ein hund", "--sample", "--top-p", "0"],
-        ["decode.top_p must be in (0, 1]"],
+        ["decode.top_p: must be above 0.0"],
     ),
     (
         "translate-top-p-above-one",
         lambda w, t: ["translate", w["run"], "ein hund", "--sample", "--top-p", "1.5"],
-        ["decode.top_p", "at most 1.0"],
+        ["--top-p", "less than or equal to 1", "minitx translate --help"],
     ),
     (
         "translate-negative-temperature",
         lambda w, t: ["translate", w["run"], "ein hund", "--sample", "--temperature", "-1"],
-        ["decode.temperature", "at least 0"],
+        ["--temperature", "greater than or equal to 0", "minitx translate --help"],
     ),
     (
         "translate-zero-temperature",
@@ -428,7 +412,7 @@ CASES = [
             "--set",
             "decode.alignment_layer=5",
         ],
-        ["decode.alignment_layer 5", "layers 0 to 0"],
+        ["decode.alignment_layer 5", "layers 0 to 1"],
     ),
     (
         "fresh-without-yes",
@@ -555,8 +539,8 @@ CASES = [
     ),
     # --- checkpoint averaging ----------------------------------------------------------------
     (
-        "average-fewer-snapshots-than-asked",  # the world's run keeps no step_N checkpoints
-        lambda w, t: ["average", w["run"], "--last", "3"],
+        "average-fewer-snapshots-than-asked",
+        lambda w, t: ["average", damaged_run(w, t, _without_snapshots), "--last", "3"],
         ["averaging the last 3 checkpoints needs 3 kept step_N", "has 0", "train.keep_last >= 3"],
     ),
     (
@@ -566,7 +550,7 @@ CASES = [
     ),
     (
         "average-unknown-steps",
-        lambda w, t: ["average", w["run"], "--steps", "3,99"],
+        lambda w, t: ["average", damaged_run(w, t, _without_snapshots), "--steps", "3,99"],
         ["no checkpoint step_00000003, step_00000099", "kept: none (set train.keep_last)"],
     ),
     (
@@ -588,7 +572,7 @@ CASES = [
     ("average-not-a-run", lambda w, t: ["average", t], ["not a minitx run directory"]),
     (
         "eval-averaged-before-averaging",
-        lambda w, t: ["eval", w["run"], "--checkpoint", "averaged"],
+        lambda w, t: ["eval", damaged_run(w, t, _without_snapshots), "--checkpoint", "averaged"],
         ["no 'averaged' checkpoint"],
     ),
     (

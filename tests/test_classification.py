@@ -3,7 +3,6 @@ eval reports with a confusion matrix, `minitx predict`, and label names that sur
 
 import json
 import math
-import random
 from pathlib import Path
 
 import datasets
@@ -11,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from minitx import load
 from minitx.config import (
     DataConfig,
     ModelConfig,
@@ -20,90 +20,58 @@ from minitx.config import (
 )
 from minitx.data.batching import encode_labelled
 from minitx.data.labels import label_names, row_labels
-from minitx.data.run_data import load_split
 from minitx.data.sources import load_labelled_texts
 from minitx.data.tokenizer import build_codecs
 from minitx.errors import UserError
-from minitx.inference.evaluate import classify_texts, evaluate_split, load_run
 from minitx.metrics import classification_scores
 from minitx.model.transformer import build_classifier
+from minitx.tasks import get_task
 
-from conftest import SHARED_DATA, train_run
+from conftest import (
+    SHARED_DATA,
+    sentiment_config_yaml,
+    sentiment_rows,
+    write_sentiment_splits,
+    write_tsv,
+)
 from test_cli import assert_user_error, minitx
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-GOOD = ["great", "lovely", "superb", "fine", "wonderful"]
-BAD = ["awful", "dull", "boring", "poor", "terrible"]
-FILLER = ["the", "film", "was", "a", "story", "plot", "really", "quite"]
 
 
-def _sentences(n: int, seed: int) -> list[tuple[str, str]]:
-    """Separable toy sentiment: the class is given by which word list a sentence draws from."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "pos" if i % 2 else "neg"
-        words = rng.sample(FILLER, 3) + [rng.choice(GOOD if label == "pos" else BAD)]
-        rng.shuffle(words)
-        rows.append((label, " ".join(words)))
-    return rows
+def load_split(cfg, split: str) -> datasets.Dataset:
+    return get_task(cfg.task).load_split(cfg, split)
 
 
-def _write_tsv(path: Path, column: str, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"label\t{column}\n" + "".join(f"{label}\t{text}\n" for label, text in rows),
-        encoding="utf-8",
-    )
+def classify_texts(model, texts: list[str]) -> list[dict[str, float]]:
+    return model.task.class_probabilities(model, texts)
 
 
 @pytest.fixture
 def sst_like_dir(tmp_path: Path) -> Path:
     """SST-2's local layout: `sentence` in train.tsv, `content` in dev.tsv and test.tsv."""
-    data = tmp_path / "sst"
-    _write_tsv(data / "train.tsv", "sentence", _sentences(240, seed=1))
-    _write_tsv(data / "dev.tsv", "content", _sentences(40, seed=2))
-    _write_tsv(data / "test.tsv", "content", _sentences(30, seed=3))
-    return data
-
-
-def _config_yaml(data: Path, extra: str = "") -> str:
-    return f"""
-task: classification
-data:
-  path: {data}
-  text: sentence
-  splits: {{train: train, validation: dev, test: test}}
-  rename_columns: {{dev: {{content: sentence}}, test: {{content: sentence}}}}
-tokenizer: {{vocab_size: 60, min_frequency: 1}}
-model: {{d_model: 32, n_heads: 4, n_encoder_layers: 1, d_ff: 64, dropout: 0.0}}
-train: {{batch_tokens: 256, lr: 3.0e-3, warmup_steps: 5, max_steps: 60, eval_every: 30, log_every: 10}}
-run: {{device: cpu, seed: 3, dtype: fp32}}
-{extra}
-"""
+    return write_sentiment_splits(tmp_path / "sst")
 
 
 @pytest.fixture
-def trained_run(sst_like_dir: Path, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("runs") / "sst"
-    cfg = config_from_dict(yaml.safe_load(_config_yaml(sst_like_dir)))
-    train_run(cfg, run_dir)
-    return run_dir
+def trained_run(tiny_classification_run) -> Path:
+    """The session's toy sentiment classifier (trained on `sst_like_dir`'s data by that config)."""
+    return tiny_classification_run.run
 
 
 # --- data ---------------------------------------------------------------------------------------
 
 
 def test_per_split_renames_give_every_split_the_same_columns(sst_like_dir):
-    cfg = config_from_dict(yaml.safe_load(_config_yaml(sst_like_dir)))
+    cfg = config_from_dict(yaml.safe_load(sentiment_config_yaml(sst_like_dir)))
     for split, size in (("train", 240), ("validation", 40), ("test", 30)):
         dataset = load_split(cfg, split)
         assert dataset.column_names == ["text", "label"] and len(dataset) == size
-    assert load_split(cfg, "test")[0]["text"] == _sentences(30, seed=3)[0][1]
+    assert load_split(cfg, "test")[0]["text"] == sentiment_rows(30, seed=3)[0][1]
 
 
 def test_without_the_rename_the_error_lists_the_columns_that_exist(sst_like_dir):
-    raw = yaml.safe_load(_config_yaml(sst_like_dir))
+    raw = yaml.safe_load(sentiment_config_yaml(sst_like_dir))
     del raw["data"]["rename_columns"]
     cfg = config_from_dict(raw)
     with pytest.raises(
@@ -153,7 +121,7 @@ def test_label_names_from_class_label_feature_else_sorted_values():
 
 def test_missing_and_unknown_labels_are_counted_and_skipped(tmp_path):
     rows = [("pos", "good film"), ("", "no label here"), ("meh", "unseen label"), ("neg", "bad")]
-    _write_tsv(tmp_path / "test.tsv", "text", rows)
+    write_tsv(tmp_path / "test.tsv", "text", rows)
     dataset = load_labelled_texts(DataConfig(path=str(tmp_path)), "test")
     codecs = build_codecs(
         list(dataset["text"]), [], TokenizerConfig(vocab_size=40, min_frequency=1), True
@@ -164,7 +132,7 @@ def test_missing_and_unknown_labels_are_counted_and_skipped(tmp_path):
 
 
 def test_empty_texts_are_dropped_and_counted(tmp_path):
-    _write_tsv(tmp_path / "train.tsv", "text", [("pos", "good"), ("neg", "  "), ("neg", "bad")])
+    write_tsv(tmp_path / "train.tsv", "text", [("pos", "good"), ("neg", "  "), ("neg", "bad")])
     assert len(load_labelled_texts(DataConfig(path=str(tmp_path)), "train")) == 2
 
 
@@ -207,19 +175,24 @@ def test_classification_scores_and_confusion_matrix():
 def test_a_tiny_classifier_learns_a_separable_task(trained_run):
     events = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     validations = [e for e in events if e["event"] == "validation"]
-    assert validations[-1]["accuracy"] == 100.0
+    # Final validation accuracy (40 sentences) measured in fp32 on an Ice Lake CPU over run.seed
+    # 1-5: 100, 100, 100 (seed 3, this run), 90, 100; chance is 50.
+    assert validations[-1]["accuracy"] >= 85.0
     assert "examples_per_s" in next(e for e in events if e["event"] == "train")
     assert json.loads((trained_run / "labels.json").read_text()) == ["neg", "pos"]
     saved = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert saved["train"]["early_stopping_metric"] == "accuracy"
 
 
-def test_eval_report_agrees_with_scores_recomputed_from_its_predictions(trained_run):
-    run = load_run(trained_run)
-    report = evaluate_split(run, "test")
+def test_eval_report_agrees_with_scores_recomputed_from_its_predictions(
+    tiny_classification_run, tmp_path
+):
+    trained_run = tiny_classification_run.copy(tmp_path)  # eval writes into the run directory
+    run = load(trained_run)
+    report = run.evaluate("test")
     assert report["examples"] == 30 and report["data_split"] == "test"
     # Recompute every score from the gold labels and the predictions the run wrote.
-    gold = [label for label, _ in _sentences(30, seed=3)]
+    gold = [label for label, _ in sentiment_rows(30, seed=3)]
     predictions = (trained_run / "eval" / "test.pred").read_text().splitlines()
     predicted = [line.split("\t")[0] for line in predictions]
     names = ["neg", "pos"]
@@ -240,7 +213,7 @@ def test_eval_report_agrees_with_scores_recomputed_from_its_predictions(trained_
     assert report["macro_f1"] == pytest.approx(100 * sum(f1) / 2, abs=0.01)
     # The loss is the mean negative log-probability of the gold labels, here computed from the
     # probabilities `classify_texts` gives (the model's forward pass, not the scoring code).
-    texts = [text for _, text in _sentences(30, seed=3)]
+    texts = [text for _, text in sentiment_rows(30, seed=3)]
     probabilities = classify_texts(run, texts)
     expected_loss = -sum(math.log(p[g]) for p, g in zip(probabilities, gold, strict=True)) / 30
     assert report["loss"] == pytest.approx(expected_loss, abs=2e-4)
@@ -252,7 +225,7 @@ def test_eval_report_agrees_with_scores_recomputed_from_its_predictions(trained_
 
 
 def test_label_names_survive_save_and_load(trained_run):
-    run = load_run(trained_run)
+    run = load(trained_run)
     assert run.labels == ["neg", "pos"]
     (probabilities,) = classify_texts(run, ["the film was superb"])
     assert set(probabilities) == {"neg", "pos"}
@@ -262,7 +235,7 @@ def test_label_names_survive_save_and_load(trained_run):
 
 def test_predict_cli_tsv_and_json(trained_run, tmp_path):
     texts = ["a wonderful story", "a dull plot", "the film was awful"]
-    expected = classify_texts(load_run(trained_run), texts)  # the same model, in-process
+    expected = classify_texts(load(trained_run), texts)  # the same model, in-process
     best = [max(p, key=p.get) for p in expected]
     assert best == ["pos", "neg", "neg"]
     result = minitx("predict", trained_run, texts[0], "", texts[1])
@@ -343,7 +316,7 @@ def test_float_nan_and_negative_labels_read_as_integers_or_missing():
 
 
 def test_renames_that_would_clash_are_clear_errors(sst_like_dir):
-    raw = yaml.safe_load(_config_yaml(sst_like_dir))
+    raw = yaml.safe_load(sentiment_config_yaml(sst_like_dir))
     raw["data"]["rename_columns"] = {"dev": {"content": "label"}}
     with pytest.raises(UserError, match="two columns one name"):
         load_split(config_from_dict(raw), "validation")

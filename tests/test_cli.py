@@ -76,7 +76,9 @@ def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> N
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    """A tiny model trained for a few steps through the CLI (shared by the tests below)."""
+    """A tiny model trained for a few steps through the CLI, for the tests of training (what it
+    writes, resuming, refusals); the tests that only read a run use the session's
+    `tiny_translation_run`."""
     from conftest import write_splits
 
     root = tmp_path_factory.mktemp("e2e")
@@ -156,12 +158,14 @@ def test_fresh_needs_confirmation_without_a_terminal(trained_run):
     assert (trained_run / "checkpoints/last/model.safetensors").is_file()
 
 
-def test_eval_writes_scores_and_hypotheses(trained_run):
+def test_eval_writes_scores_and_hypotheses(tiny_translation_run, tmp_path):
+    trained_run = tiny_translation_run.copy(tmp_path)  # eval writes into the run directory
     result = minitx("eval", trained_run, "--split", "test", "--beam", "2")
     assert result.returncode == 0, result.stderr
     assert "bleu" in result.stdout and "chrf" in result.stdout
     report = json.loads((trained_run / "eval/test.json").read_text())
-    assert report["sentences"] == 3 and report["checkpoint_step"] == 6
+    best = json.loads((trained_run / "checkpoints/best/meta.json").read_text())
+    assert report["sentences"] == 3 and report["checkpoint_step"] == best["step"]
     assert report["decoding"]["beam_size"] == 2
     assert report["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     for key in ("bleu", "chrf", "loss", "ppl", "exact_match", "chrf_signature"):
@@ -169,13 +173,16 @@ def test_eval_writes_scores_and_hypotheses(trained_run):
     assert len((trained_run / "eval/test.hyp").read_text().splitlines()) == 3
 
 
-def test_eval_accepts_the_data_split_name_and_last_checkpoint(trained_run):
+def test_eval_accepts_the_data_split_name_and_last_checkpoint(tiny_translation_run, tmp_path):
+    trained_run = tiny_translation_run.copy(tmp_path)
     result = minitx("eval", trained_run, "--split", "val", "--checkpoint", "last", "--beam", "1")
     assert result.returncode == 0, result.stderr
-    assert json.loads((trained_run / "eval/val.json").read_text())["sentences"] == 3
+    report = json.loads((trained_run / "eval/val.json").read_text())
+    assert report["sentences"] == 3 and report["checkpoint_step"] == 12
 
 
-def test_translate_arguments_file_and_stdin_agree(trained_run, tmp_path):
+def test_translate_arguments_file_and_stdin_agree(tiny_translation_run, tmp_path):
+    trained_run = tiny_translation_run.run
     sentences = ["ein hund rennt", "", "eine katze schläft"]
     by_args = minitx("translate", trained_run, sentences[0], sentences[2])
     assert by_args.returncode == 0, by_args.stderr
@@ -197,13 +204,13 @@ def test_translate_arguments_file_and_stdin_agree(trained_run, tmp_path):
         (["train", "{config}", "--set", "model.n_heads=3"], ["divisible by model.n_heads"]),
     ],
 )
-def test_user_errors_are_one_line_with_exit_code_2(trained_run, tmp_path, args, fragments):
+def test_user_errors_are_one_line_with_exit_code_2(tiny_translation_run, tmp_path, args, fragments):
     (tmp_path / "empty").mkdir()
     names = {
         "missing": tmp_path / "missing",
         "empty": tmp_path / "empty",
-        "run": trained_run,
-        "config": trained_run / "config.yaml",
+        "run": tiny_translation_run.run,
+        "config": tiny_translation_run.run / "config.yaml",
     }
     result = (
         minitx(*[a.format(**names) for a in args], "--run-dir", tmp_path / "new")
@@ -304,7 +311,8 @@ def test_version_completion_and_quiet_on_every_command():
         assert shown.returncode == 0 and "--quiet" in shown.stdout, command
 
 
-def test_eval_json_is_one_object_with_the_scores_it_wrote(trained_run):
+def test_eval_json_is_one_object_with_the_scores_it_wrote(tiny_translation_run, tmp_path):
+    trained_run = tiny_translation_run.copy(tmp_path)  # eval writes into the run directory
     result = minitx("eval", trained_run, "--split", "test", "--beam", "1", "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.splitlines()
@@ -316,10 +324,11 @@ def test_eval_json_is_one_object_with_the_scores_it_wrote(trained_run):
     assert result.stderr == ""  # --quiet: no status lines
 
 
-def test_translate_answers_each_line_while_stdin_stays_open(trained_run):
+def test_translate_answers_each_line_while_stdin_stays_open(tiny_translation_run):
     """`tail -f sentences | minitx translate RUN`: a line in, its translation out, no EOF needed."""
     import select
 
+    trained_run = tiny_translation_run.run
     process = subprocess.Popen(
         [sys.executable, "-m", "minitx", "translate", str(trained_run), "--beam", "1"],
         stdin=subprocess.PIPE,

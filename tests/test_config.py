@@ -12,6 +12,7 @@ from minitx.config import (
     parse_duration,
 )
 from minitx.errors import UserError
+from minitx.tasks import configured
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -19,20 +20,28 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def test_defaults_are_valid_and_the_stopping_metric_follows_the_task():
     translation = config_from_dict({})
     assert translation.model == Config().model and translation.data == Config().data
-    assert translation.train.early_stopping_metric == "bleu"
+    assert configured(translation).train.early_stopping_metric == "bleu"
     classification = config_from_dict({"task": "classification", "data": {"path": "/some/dir"}})
-    assert classification.train.early_stopping_metric == "accuracy"
+    assert configured(classification).train.early_stopping_metric == "accuracy"
 
 
 def test_a_metric_of_the_other_task_is_refused():
+    cfg = config_from_dict(
+        {
+            "task": "classification",
+            "data": {"path": "/d"},
+            "train": {"early_stopping_metric": "bleu"},
+        }
+    )
     with pytest.raises(UserError, match="bleu is not a classification metric"):
-        config_from_dict(
-            {
-                "task": "classification",
-                "data": {"path": "/d"},
-                "train": {"early_stopping_metric": "bleu"},
-            }
-        )
+        configured(cfg)
+
+
+def test_an_unknown_task_is_refused_naming_the_tasks():
+    with pytest.raises(
+        UserError, match="task: 'x' is not a task; use one of classification, translation"
+    ):
+        configured(config_from_dict({"task": "x"}))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -165,11 +174,3 @@ def test_saved_config_round_trips(tmp_path):
     cfg = config_from_dict({"model": {"d_model": 64}, "train": {"max_time": "5m"}})
     save_config(cfg, tmp_path / "config.yaml")
     assert config_from_dict(yaml.safe_load((tmp_path / "config.yaml").read_text())) == cfg
-
-
-def test_readme_documents_every_key():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    missing = [key for key, _, _ in describe_keys() if f"`{key}`" not in readme]
-    assert not missing, (
-        f"add these keys to the README (python scripts/config_keys.py --readme): {missing}"
-    )

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from minitx.api import load
 from minitx.config import config_from_dict
 from minitx.errors import UserError
-from minitx.inference.evaluate import classify_texts, load_run, translate_texts
 from minitx.run_dir import RunDir
+from minitx.tasks import get_task
 
-from conftest import train_run, train_tiny_classifier
+from conftest import train_run
 
 pytest.importorskip("ctranslate2")
 pytest.importorskip("onnxruntime")
@@ -35,8 +36,9 @@ def _export(*args) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
-def _train_numbers(run_dir, max_steps=200, **model):
-    """The synthetic number task, trained long enough that its outputs are confident."""
+def _train_numbers(run_dir, max_steps=200, seed=1, **model):
+    """The synthetic number task, trained long enough that its outputs are confident (in fp32:
+    the thresholds below were measured so)."""
     cfg = config_from_dict(
         {
             "data": {"path": "synthetic", "synthetic_size": 3000},
@@ -59,7 +61,7 @@ def _train_numbers(run_dir, max_steps=200, **model):
                 "eval_max_sentences": 16,
             },
             "decode": {"beam_size": 1},
-            "run": {"dtype": "fp32", "device": "cpu", "seed": 1},
+            "run": {"dtype": "fp32", "device": "cpu", "seed": seed},
         }
     )
     train_run(cfg, run_dir)
@@ -68,7 +70,14 @@ def _train_numbers(run_dir, max_steps=200, **model):
 
 @pytest.fixture(scope="module")
 def translation_run(tmp_path_factory):
+    """A confident model, for the tests that compare what two engines translate."""
     return _train_numbers(tmp_path_factory.mktemp("export") / "run")
+
+
+@pytest.fixture
+def any_translation_run(tiny_translation_run):
+    """The session's tiny translation run, for the tests that only need a run to export."""
+    return tiny_translation_run.run
 
 
 @pytest.fixture(scope="module")
@@ -80,19 +89,18 @@ def ct2_export(translation_run):
 
 
 def _test_sources(run_dir, n=60) -> list[str]:
-    from minitx.data.run_data import load_split
-
-    return load_split(RunDir(run_dir).config(), "test")["src"][:n]
+    cfg = RunDir(run_dir).config()
+    return get_task(cfg.task).load_split(cfg, "test")["src"][:n]
 
 
 @pytest.mark.parametrize("beam_size", [1, 4])
 def test_ctranslate2_translates_as_minitx_does(translation_run, ct2_export, beam_size):
     texts = _test_sources(translation_run)
-    run, export = load_run(translation_run), load_run(ct2_export)
-    assert export.model is None and export.engine is not None
+    run, export = load(translation_run), load(ct2_export)
+    assert run.engine.name == "pytorch" and export.engine.name == "ctranslate2"
     decode = replace(run.config.decode, beam_size=beam_size)
-    mine = [h[0] for h in translate_texts(run, texts, decode)]
-    theirs = [h[0] for h in translate_texts(export, texts, decode)]
+    mine = [h[0] for h in run.engine.translate(texts, decode)]
+    theirs = [h[0] for h in export.engine.translate(texts, decode)]
     assert [h.text for h in theirs] == [h.text for h in mine]
     assert [h.tokens for h in theirs] == [h.tokens for h in mine]
     # The same scores: log-probability / length**length_penalty, computed by each engine.
@@ -106,31 +114,32 @@ def test_an_export_directory_describes_itself_and_is_refused_where_the_model_is_
     info = json.loads(RunDir(ct2_export).export_file.read_text())
     assert info["format"] == "ctranslate2" and info["step"] == 200
     assert info["run"] == str(translation_run)
-    from minitx.inference.evaluate import evaluate_split
-
     with pytest.raises(UserError, match="is an export; `minitx eval` needs the run directory"):
-        evaluate_split(load_run(ct2_export), "test")
+        load(ct2_export).evaluate("test")
 
 
 def test_int8_export_translates_most_sentences_alike(translation_run, tmp_path):
     code, output = _export(translation_run, "--out", tmp_path / "int8", "--quantization", "int8")
     assert code == 0, output
     texts = _test_sources(translation_run)
-    decode = load_run(translation_run).config.decode
-    mine = [h[0].text for h in translate_texts(load_run(translation_run), texts, decode)]
-    int8 = [h[0].text for h in translate_texts(load_run(tmp_path / "int8"), texts, decode)]
-    assert sum(a == b for a, b in zip(mine, int8, strict=True)) >= 0.9 * len(texts)
+    run = load(translation_run)
+    mine = [h[0].text for h in run.engine.translate(texts, run.config.decode)]
+    int8 = [h[0].text for h in load(tmp_path / "int8").engine.translate(texts, run.config.decode)]
+    # Calibrated in fp32 (pinned in _train_numbers) over run.seed 1-5 on an Ice Lake CPU without
+    # native bf16: 60, 60, 60, 60, 60 of 60 alike with 2 threads, 60, 60, 60, 58, 60 with 1; another
+    # machine gave 52 for seed 1. Int8 weights may tip a close greedy choice: most, not all.
+    assert sum(a == b for a, b in zip(mine, int8, strict=True)) >= 0.75 * len(texts)
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--format", "tflite"], "--format must be one of ctranslate2, onnx"),
+        (["--format", "tflite"], "--format must be one of ctranslate2, got 'tflite'"),
         (["--quantization", "int4"], "--quantization for ctranslate2 must be one of"),
     ],
 )
-def test_bad_export_requests_are_one_line(translation_run, tmp_path, args, message):
-    code, output = _export(translation_run, "--out", tmp_path / "x", *args)
+def test_bad_export_requests_are_one_line(any_translation_run, tmp_path, args, message):
+    code, output = _export(any_translation_run, "--out", tmp_path / "x", *args)
     assert code == 2 and message in output and "Traceback" not in output
     assert not (tmp_path / "x").exists()
 
@@ -147,63 +156,63 @@ def test_a_model_ctranslate2_cannot_run_is_refused_naming_the_key(tmp_path):
 
 
 def test_a_missing_extra_names_what_to_install():
-    from minitx.export.engines import require_extra
+    from minitx.inference.engines import require_extra
 
     with pytest.raises(UserError, match=r"pip install 'minitx\[export\]'"):
         require_extra("an_engine_that_is_not_installed")
 
 
-def test_export_refuses_a_non_empty_directory(translation_run, tmp_path):
+def test_export_refuses_a_non_empty_directory(any_translation_run, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
-    code, output = _export(translation_run, "--out", tmp_path / "taken")
+    code, output = _export(any_translation_run, "--out", tmp_path / "taken")
     assert code == 2 and "not an empty directory" in output
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
 
 
-@pytest.fixture(scope="module")
-def classification_run(tmp_path_factory):
-    rows = [("pos", "a good film"), ("neg", "a bad film"), ("pos", "great fun"), ("neg", "dull")]
-    return train_tiny_classifier(tmp_path_factory.mktemp("onnx"), rows * 10, 2, 4)
-
-
-def test_onnx_classifier_gives_the_pytorch_logits_and_predictions(classification_run, tmp_path):
+def test_onnx_classifier_gives_the_pytorch_logits_and_predictions(
+    tiny_classification_run, tmp_path
+):
+    classification_run = tiny_classification_run.run
     code, output = _export(classification_run, "--out", tmp_path / "onnx")
     assert code == 0, output
     info = json.loads(RunDir(tmp_path / "onnx").export_file.read_text())
     assert info["format"] == "onnx" and info["onnx_max_difference"] <= 1e-4
     texts = ["a good film", "dull", "a bad film and great fun", "fun"]
-    run, export = load_run(classification_run), load_run(tmp_path / "onnx")
-    expected, found = classify_texts(run, texts), classify_texts(export, texts)
+    run, export = load(classification_run), load(tmp_path / "onnx")
+    assert export.engine.name == "onnx"
+    expected = run.task.class_probabilities(run, texts)
+    found = export.task.class_probabilities(export, texts)
     for one, two in zip(expected, found, strict=True):
         assert one.keys() == two.keys()
         assert all(abs(one[k] - two[k]) < 1e-4 for k in one)
 
 
-def test_onnx_encoder_of_a_translation_model_matches_pytorch(translation_run, tmp_path):
-    code, output = _export(translation_run, "--out", tmp_path / "enc", "--format", "onnx")
-    assert code == 0, output
-    from minitx.export.onnx import run_onnx
+def test_onnx_is_refused_for_a_translation_run_naming_what_it_can_be_exported_as(
+    any_translation_run, tmp_path
+):
+    """No engine runs the ONNX encoder of a translation model, so it is not offered."""
+    code, output = _export(any_translation_run, "--out", tmp_path / "enc", "--format", "onnx")
+    assert code == 2 and "Traceback" not in output
+    assert output.strip().splitlines() == [
+        "error: --format onnx does not export translation runs; this translation run can be "
+        "exported as ctranslate2"
+    ]
+    assert not (tmp_path / "enc").exists()
 
-    run = load_run(translation_run)
-    src = torch.tensor([[5, 6, 7, 8, 3], [9, 10, 3, 0, 0]])
-    with torch.no_grad():
-        memory, _ = run.model.encode(src)
-    onnx_memory = run_onnx(RunDir(tmp_path / "enc").onnx_file, src.numpy())
-    assert np.abs(onnx_memory - memory.numpy()).max() < 1e-4
 
-
-def test_exporting_leaves_the_model_untouched(translation_run, tmp_path):
+def test_exporting_leaves_the_model_untouched(any_translation_run, tmp_path):
     """CTranslate2 quantizes the arrays it is given in place: the export must hand it copies."""
+    from minitx.export.formats import EXPORT_FORMATS
     from minitx.export.writer import export_model
 
-    run = load_run(translation_run, overrides=("run.dtype=fp32",))
-    before = {name: tensor.clone() for name, tensor in run.model.state_dict().items()}
-    origin = {"run": str(translation_run), "checkpoint": "best", "step": run.checkpoint_step}
-    export_model(
-        run.model, run.config, run.codecs, None, tmp_path / "q", "ctranslate2", "int8", origin
-    )
-    after = run.model.state_dict()
+    run = load(any_translation_run, overrides=("run.dtype=fp32",))
+    network = run.engine.model
+    before = {name: tensor.clone() for name, tensor in network.state_dict().items()}
+    origin = {"run": str(any_translation_run), "checkpoint": "best", "step": run.checkpoint_step}
+    ct2 = EXPORT_FORMATS["ctranslate2"]
+    export_model(network, run.config, run.codecs, None, tmp_path / "q", ct2, "int8", origin)
+    after = network.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
 
 
@@ -222,9 +231,9 @@ def test_grouped_query_heads_export_as_ctranslate2_kv_heads(tmp_path):
     code, output = _export(run_dir, "--out", tmp_path / "gqa_ct2")
     assert code == 0, output
     texts = _test_sources(run_dir, n=30)
-    decode = load_run(run_dir).config.decode
-    mine = translate_texts(load_run(run_dir), texts, decode)
-    theirs = translate_texts(load_run(tmp_path / "gqa_ct2"), texts, decode)
+    run = load(run_dir)
+    mine = run.engine.translate(texts, run.config.decode)
+    theirs = load(tmp_path / "gqa_ct2").engine.translate(texts, run.config.decode)
     assert [h[0].tokens for h in theirs] == [h[0].tokens for h in mine]
 
 
@@ -235,9 +244,9 @@ def test_scores_agree_on_an_uncertain_model_too(tmp_path):
     code, output = _export(run_dir, "--out", tmp_path / "young_ct2")
     assert code == 0, output
     texts = _test_sources(run_dir, n=30)
-    decode = load_run(run_dir).config.decode
-    mine = [h[0] for h in translate_texts(load_run(run_dir), texts, decode)]
-    theirs = [h[0] for h in translate_texts(load_run(tmp_path / "young_ct2"), texts, decode)]
+    run = load(run_dir)
+    mine = [h[0] for h in run.engine.translate(texts, run.config.decode)]
+    theirs = [h[0] for h in load(tmp_path / "young_ct2").engine.translate(texts, run.config.decode)]
     same = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.tokens == b.tokens]
     assert len(same) >= len(texts) // 2
     assert min(a.log_prob for a, _ in same) < -1  # uncertain indeed
@@ -246,7 +255,7 @@ def test_scores_agree_on_an_uncertain_model_too(tmp_path):
         assert b.log_prob == pytest.approx(a.log_prob, rel=1e-3, abs=1e-4)
 
 
-def test_export_to_a_file_path_is_one_line(translation_run, tmp_path):
+def test_export_to_a_file_path_is_one_line(any_translation_run, tmp_path):
     (tmp_path / "file").write_text("x")
-    code, output = _export(translation_run, "--out", tmp_path / "file")
+    code, output = _export(any_translation_run, "--out", tmp_path / "file")
     assert code == 2 and "not an empty directory" in output

@@ -8,23 +8,17 @@ import shutil
 
 import pytest
 import sacrebleu
-import yaml
 from test_attention_page import _chromium
 
-from minitx.config import config_from_dict
-
-from conftest import tiny_config_yaml, train_run
 from test_cli import minitx
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory):
-    from conftest import write_splits
-
+def reported(tiny_translation_run, tmp_path_factory):
+    """A copy of the session's tiny translation run (12 steps, logged every 3), evaluated and
+    reported."""
     root = tmp_path_factory.mktemp("report")
-    raw = yaml.safe_load(tiny_config_yaml(str(write_splits(root / "data"))))
-    raw["train"].update(max_steps=40, eval_every=20, log_every=5)
-    train_run(config_from_dict(raw), root / "run")
+    tiny_translation_run.copy(root)
     assert minitx("eval", root / "run", "--beam", "1", "-q").returncode == 0
     result = minitx("report", root / "run", "-q")
     assert result.returncode == 0, result.stderr
@@ -42,7 +36,7 @@ def test_the_curves_carry_the_logged_numbers(reported):
         (int(s), float(v)) for s, v in re.findall(r'data-step="(\d+)" data-value="([^"]+)"', chart)
     ]
     logged = [(e["step"], e["loss"]) for e in _events(reported) if e["event"] == "train"]
-    assert drawn == logged and len(logged) == 8
+    assert drawn == logged and len(logged) == 4
     assert 'data-name="validation bleu"' in page
 
 
@@ -101,21 +95,15 @@ def test_in_chromium_the_report_shows_and_links_to_the_attention_of_a_sample(rep
         browser.quit()
 
 
-def test_a_classifier_report_shows_its_confusion_matrix(tmp_path):
-    from test_classification import _config_yaml, _sentences, _write_tsv
-
-    data = tmp_path / "sst"
-    _write_tsv(data / "train.tsv", "sentence", _sentences(240, seed=1))
-    _write_tsv(data / "dev.tsv", "content", _sentences(40, seed=2))
-    _write_tsv(data / "test.tsv", "content", _sentences(30, seed=3))
-    train_run(config_from_dict(yaml.safe_load(_config_yaml(data))), tmp_path / "run")
-    assert minitx("eval", tmp_path / "run", "-q").returncode == 0
-    assert minitx("report", tmp_path / "run", "-q").returncode == 0
-    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
-    matrix = json.loads((tmp_path / "run/eval/test.json").read_text())["confusion_matrix"]
+def test_a_classifier_report_shows_its_confusion_matrix(tiny_classification_run, tmp_path):
+    run = tiny_classification_run.copy(tmp_path)  # eval and report write into the run directory
+    assert minitx("eval", run, "-q").returncode == 0
+    assert minitx("report", run, "-q").returncode == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    matrix = json.loads((run / "eval/test.json").read_text())["confusion_matrix"]
     table = re.search(r"<table class='confusion'>(.*?)</table>", page, re.S).group(1)
     cells = [
         [int(n) for n in re.findall(r"<td>(\d+)</td>", row)] for row in table.split("</tr>")[1:-1]
     ]
     assert cells == matrix["matrix"] and sum(map(sum, cells)) == 30
-    assert "classification" in page and not (tmp_path / "run" / "report_attention.html").exists()
+    assert "classification" in page and not (run / "report_attention.html").exists()

@@ -7,13 +7,17 @@ import datasets
 import pytest
 
 from minitx.config import DataConfig, load_config
-from minitx.data.run_data import load_split
 from minitx.data.sources import load_pairs
 from minitx.errors import UserError
+from minitx.tasks import get_task
 
 from conftest import PAIRS, SHARED_DATA
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_split(cfg, split: str) -> datasets.Dataset:
+    return get_task(cfg.task).load_split(cfg, split)
 
 
 def _fake_hub(monkeypatch, table: dict, seen: list):
@@ -77,13 +81,11 @@ def test_real_multi30k_raw_files_load_through_the_config():
 def test_wmt14_config_streams_the_hub_translation_column(monkeypatch):
     """WMT-style Hub data (a `translation` column of {lang: text}) reaches the token store's
     reader as chunks of src/tgt columns."""
-    from minitx.data.run_data import train_corpus
-
     seen = []
     rows = [{"de": de, "en": en} for de, en in PAIRS] + [{"de": "", "en": "orphan"}]
     _fake_hub(monkeypatch, {"translation": rows}, seen)
     cfg = load_config(CONFIGS / "wmt14_de_en.yaml")
-    corpus = train_corpus(cfg)
+    corpus = get_task(cfg.task).train_corpus(cfg)
     chunks = list(corpus.chunks())
     assert seen == [("wmt14", "de-en", "train")]
     assert [(de, en) for c in chunks for de, en in zip(c["src"], c["tgt"], strict=True)] == PAIRS

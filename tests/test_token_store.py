@@ -9,20 +9,20 @@ import threading
 import datasets
 import numpy as np
 import pytest
-import yaml
 
-from minitx.config import DataConfig, TokenizerConfig, config_from_dict
+from minitx.config import DataConfig, TokenizerConfig
 from minitx.data import token_store
 from minitx.data.batching import encode_labelled, encode_pairs
 from minitx.data.corpus import dataset_corpus, sample_rows, text_corpus
 from minitx.data.prefetch import Prefetched
-from minitx.data.run_data import load_run_data, train_corpus
+from minitx.data.run_data import load_run_data
 from minitx.data.sources import load_labelled_texts, load_pairs
 from minitx.data.tokenizer import build_codecs
 from minitx.errors import UserError
 from minitx.run_dir import RunDir
+from minitx.tasks import get_task
 
-from conftest import PAIRS, tiny_config_yaml, write_parallel, write_splits
+from conftest import PAIRS, tiny_config, write_parallel, write_splits
 
 MANY = [(f"{de} {i}", f"{en} {i}") for i in range(300) for de, en in PAIRS[i % 6 : i % 6 + 1]]
 
@@ -32,10 +32,15 @@ def _codecs(pairs):
     return build_codecs(texts, [], TokenizerConfig(vocab_size=200, min_frequency=1), joint=True)
 
 
+TRANSLATION = get_task("translation")
+
+
 def _config(data_dir, **data):
-    raw = yaml.safe_load(tiny_config_yaml(str(data_dir)))
-    raw["data"].update(data)
-    return config_from_dict(raw)
+    return tiny_config(data_dir, data=data)
+
+
+def train_corpus(cfg):
+    return TRANSLATION.train_corpus(cfg)
 
 
 @pytest.mark.parametrize("max_len", [None, 6])
@@ -98,18 +103,18 @@ def test_a_stored_split_is_found_again_and_follows_the_corpus(tmp_path, monkeypa
     cfg = _config(data)
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
-    first = load_run_data(cfg, run, ("train",))
+    first = load_run_data(cfg, run, ("train",), TRANSLATION)
     (first_store,) = run.cache_dir.iterdir()
     built = []
     real_build = token_store._build
     monkeypatch.setattr(token_store, "_build", lambda *a: built.append(a) or real_build(*a))
-    again = load_run_data(cfg, run, ("train",))
+    again = load_run_data(cfg, run, ("train",), TRANSLATION)
     assert built == []  # mapped, not encoded again
     assert again.splits["train"].src.rows([0, 1]) == first.splits["train"].src.rows([0, 1])
     write_parallel(data, "train", PAIRS * 4, gz=True)  # a changed corpus: encoded anew
     stat = (data / "train.de.gz").stat()
     os.utime(data / "train.de.gz", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    changed = load_run_data(cfg, run, ("train",))
+    changed = load_run_data(cfg, run, ("train",), TRANSLATION)
     assert len(built) == 1 and len(changed.splits["train"]) == len(PAIRS) * 4
     (store,) = run.cache_dir.iterdir()  # the stale store is removed
     assert store != first_store and token_store.is_stored(store)
@@ -120,7 +125,7 @@ def test_a_half_written_or_truncated_store_is_built_again(tmp_path, damage):
     data = write_splits(tmp_path / "data")
     cfg, run = _config(data), RunDir(tmp_path / "run")
     run.root.mkdir()
-    stored = load_run_data(cfg, run, ("train",)).splits["train"]
+    stored = load_run_data(cfg, run, ("train",), TRANSLATION).splits["train"]
     expected = stored.src.rows(range(len(stored)))
     (store,) = run.cache_dir.iterdir()
     if damage == "unfinished":  # as if the writer died before finishing
@@ -129,7 +134,7 @@ def test_a_half_written_or_truncated_store_is_built_again(tmp_path, damage):
     (store / "src.bin").unlink()  # a new file: the one still mapped above stays intact
     (store / "src.bin").write_bytes(ids[:-4])  # one token short, as after a power loss
     assert not token_store.is_stored(store)
-    rebuilt = load_run_data(cfg, run, ("train",)).splits["train"]
+    rebuilt = load_run_data(cfg, run, ("train",), TRANSLATION).splits["train"]
     assert rebuilt.src.rows(range(len(rebuilt))) == expected
 
 
@@ -154,7 +159,7 @@ def test_only_the_building_rank_encodes(tmp_path):
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
     with pytest.raises(RuntimeError, match="rank 0 should have built"):
-        load_run_data(_config(data), run, ("train",), build_store=False)
+        load_run_data(_config(data), run, ("train",), TRANSLATION, build_store=False)
     assert not run.cache_dir.exists()
 
 

@@ -8,14 +8,11 @@ import yaml
 
 from minitx.config import config_from_dict
 
-from conftest import tiny_config_yaml, train_run
+from conftest import tiny_config, tiny_config_yaml, train_run
 
 
 def _config(data_dir, **train_overrides):
-    raw = yaml.safe_load(tiny_config_yaml(str(data_dir)))
-    raw["model"]["dropout"] = 0.1
-    raw["train"].update(train_overrides)
-    return config_from_dict(raw)
+    return tiny_config(data_dir, model={"dropout": 0.1}, train=train_overrides)
 
 
 def _train(cfg, run_dir):
@@ -62,11 +59,12 @@ def test_the_first_log_line_after_a_resume_averages_the_same_steps(parallel_dir,
 def test_max_epochs_stops_at_the_end_of_an_epoch(parallel_dir, tmp_path):
     from minitx.data.run_data import load_run_data
     from minitx.run_dir import RunDir
+    from minitx.tasks import get_task
 
     cfg = _config(parallel_dir, max_steps=1000, max_epochs=2, eval_every=1000, log_every=1)
     _train(cfg, tmp_path / "run")
     end = _events(tmp_path / "run")[-1]
-    data = load_run_data(cfg, RunDir(tmp_path / "run"), ("train",))
+    data = load_run_data(cfg, RunDir(tmp_path / "run"), ("train",), get_task(cfg.task))
     per_epoch = len(data.splits["train"].batch_groups(cfg.train.batch_tokens, cfg.run.seed))
     assert end["reason"] == "reached train.max_epochs (2)"
     assert (end["step"], end["epoch"]) == (2 * per_epoch, 2)
@@ -296,11 +294,12 @@ def _copy_task(directory, seed: int = 0):
     write_parallel(directory, "test", pairs[2200:])
 
 
-def copy_task_exact_match(tmp_path) -> float:
+def copy_task_exact_match(tmp_path, seed: int = 3, dtype: str = "fp32") -> float:
     """Train a small model on the copy task through minitx's own loop; greedy exact match (%) on
-    200 unseen sequences."""
+    200 unseen sequences. `seed` is run.seed (the initial weights and the batch order)."""
     _copy_task(tmp_path / "copy")
     raw = yaml.safe_load(tiny_config_yaml(str(tmp_path / "copy")))
+    raw["run"] = {"device": "cpu", "seed": seed, "dtype": dtype}
     raw["tokenizer"] = {"vocab_size": 40, "min_frequency": 1}
     raw["model"] = {
         "d_model": 64,
@@ -328,4 +327,9 @@ def test_a_model_learns_a_task_that_needs_the_source_its_order_and_the_causal_ma
     """The end-to-end quality bar. Measured when it was written (Zen 5, 2 threads, ~25 s): 97.5%
     exact match; with model.positions none 4.0%. A decoder that ignores the source can do no
     better than guessing a sequence of 3-6 of 12 symbols."""
-    assert copy_task_exact_match(tmp_path) >= 90.0
+    # Calibrated in fp32 (pinned in the config) over run.seed, on an Ice Lake CPU without native
+    # bf16: with 2 threads seeds 3 (this test), 1, 2 gave 96.0, 96.5, 97.5%; with 1 thread seeds
+    # 1-7 gave 96.5, 97.0, 82.5, 97.0, 93.0, 97.0, 91.0%; a Zen 3 gave 84.0% for seed 3. The
+    # thread count alone moves seed 3 from 96.0 to 82.5: training this short is chaotic, so the
+    # bar sits below the worst run seen, far above what a model without positions reaches (4%).
+    assert copy_task_exact_match(tmp_path) >= 75.0
