@@ -17,7 +17,7 @@ from minitx.errors import UserError
 from minitx.tasks import Translation, configured, get_task, register_task
 from minitx.tasks.base import Task
 
-WORDS = "red green blue cat dog sun moon tree fish bird".split()
+WORDS = ["red", "green", "blue", "cat", "dog", "sun", "moon", "tree", "fish", "bird"]
 
 
 class ReverseWords(Translation):

@@ -268,7 +268,8 @@ class RunConfig:
         "also write TensorBoard event files to RUN_DIR/tensorboard (pip install 'minitx[tensorboard]')",
     )
     deterministic: bool = _key(
-        False, "deterministic algorithms only: same seed, same metrics (see docs/run-directory.md for GPU limits)"
+        False,
+        "deterministic algorithms only: same seed, same metrics (see docs/run-directory.md for GPU limits)",
     )
 
 
