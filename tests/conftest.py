@@ -4,6 +4,7 @@ tiny runs that are trained once per session for the tests that only need *a* tra
 from __future__ import annotations
 
 import gzip
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # (OMP_NUM_THREADS=1). With torch's default of a thread per core, a parallel region waits for its
 # slowest thread, so one busy process beside the tests on a 2-core machine stalls them: the copy
 # task of test_train took 1,008 s instead of ~30 s, the tiny classifier 12-28 s instead of 1-3 s.
-# The tiny models here gain little from a second thread when the machine is idle.
-torch.set_num_threads(1)
+# The tiny models here gain little from a second thread when the machine is idle; on a machine of
+# its own, MINITX_TEST_THREADS=N gives the test process N threads.
+TEST_THREADS = int(os.environ.get("MINITX_TEST_THREADS", "1"))
+torch.set_num_threads(TEST_THREADS)
 
 PAIRS = [
     ("ein hund rennt", "a dog runs"),
@@ -38,6 +41,9 @@ PAIRS = [
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+    # Again before each test: a CTranslate2 translator loaded in this process sets the OpenMP
+    # thread count for the whole process (torch's included) to its own intra_threads.
+    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture
@@ -117,6 +123,7 @@ def train_run(cfg: Config, run_dir: Path, fresh: bool = False) -> dict:
     from minitx.training.loop import train
 
     cfg = configured(cfg)
+    torch.set_num_threads(TEST_THREADS)  # see the top of this file; fixtures train before `_seed`
     run = RunDir(run_dir)
     with run.lock():
         run.prepare(cfg, fresh)
@@ -241,6 +248,7 @@ def tiny_translation_run(tmp_path_factory) -> TrainedRun:
     config = root / "tiny.yaml"
     raw = tiny_config_dict(data, **SHARED_TRANSLATION)
     config.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
+    torch.set_num_threads(TEST_THREADS)  # see the top of this file
     scores = train(config, run_dir=root / "run")
     return TrainedRun(root, data, config, root / "run", scores)
 
