@@ -41,9 +41,6 @@ PAIRS = [
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-    # Again before each test: a CTranslate2 translator loaded in this process sets the OpenMP
-    # thread count for the whole process (torch's included) to its own intra_threads.
-    torch.set_num_threads(TEST_THREADS)
 
 
 @pytest.fixture
@@ -123,7 +120,6 @@ def train_run(cfg: Config, run_dir: Path, fresh: bool = False) -> dict:
     from minitx.training.loop import train
 
     cfg = configured(cfg)
-    torch.set_num_threads(TEST_THREADS)  # see the top of this file; fixtures train before `_seed`
     run = RunDir(run_dir)
     with run.lock():
         run.prepare(cfg, fresh)
@@ -248,7 +244,6 @@ def tiny_translation_run(tmp_path_factory) -> TrainedRun:
     config = root / "tiny.yaml"
     raw = tiny_config_dict(data, **SHARED_TRANSLATION)
     config.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
-    torch.set_num_threads(TEST_THREADS)  # see the top of this file
     scores = train(config, run_dir=root / "run")
     return TrainedRun(root, data, config, root / "run", scores)
 

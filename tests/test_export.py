@@ -225,6 +225,15 @@ def test_minitx_load_takes_an_export_like_a_run(translation_run, ct2_export):
     assert [t.text for t in from_export] == [t.text for t in from_run]
 
 
+def test_loading_an_export_leaves_torchs_thread_count_alone(ct2_export):
+    """CTranslate2 sets the OpenMP threads of the whole process; PyTorch work beside it keeps its."""
+    import minitx
+
+    before = torch.get_num_threads()
+    minitx.load(ct2_export, overrides=("run.threads=2",)).translate(["ein hund"], beam_size=2)
+    assert torch.get_num_threads() == before
+
+
 def test_grouped_query_heads_export_as_ctranslate2_kv_heads(tmp_path):
     """n_kv_heads 2 of 4 heads (Ainslie et al., 2023): CTranslate2's num_heads_kv, same outputs."""
     run_dir = _train_numbers(tmp_path / "gqa", n_kv_heads=2, activation="gelu")

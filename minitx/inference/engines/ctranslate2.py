@@ -7,6 +7,8 @@ import dataclasses
 import math
 from dataclasses import replace
 
+import torch
+
 from minitx.config import DecodeConfig
 from minitx.errors import UserError
 from minitx.inference.decode import Hypothesis
@@ -33,12 +35,16 @@ class CTranslate2Engine:
         self.max_positions = int(info.get("max_positions", cfg.model.max_positions))
         device, threads = cfg.run.device, cfg.run.threads or 0
         gpu = device in ("cuda", "auto") and ctranslate2.get_cuda_device_count() > 0
+        # The translator sets the OpenMP thread count of the whole process, torch's included, to
+        # its own: torch's is put back, so PyTorch work beside the engine keeps its threads.
+        torch_threads = torch.get_num_threads()
         self.translator = ctranslate2.Translator(
             str(export.directory),
             device="cuda" if gpu else "cpu",
             inter_threads=1,
             intra_threads=threads,
         )
+        torch.set_num_threads(torch_threads)
 
     def translate(self, texts: list[str], decode: DecodeConfig) -> list[list[Hypothesis]]:
         if decode.alignments:
