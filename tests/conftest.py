@@ -126,28 +126,6 @@ def train_run(cfg: Config, run_dir: Path, fresh: bool = False) -> dict:
         return train(cfg, run)
 
 
-def train_tiny_classifier(root: Path, rows, n_encoder_layers: int, max_steps: int) -> Path:
-    """A classification run trained briefly on `rows` ((label, text) pairs) written as the
-    train/validation/test TSV splits under root; returns root/run."""
-    for split in ("train", "validation", "test"):
-        (root / f"{split}.tsv").write_text(
-            "label\ttext\n" + "".join(f"{label}\t{text}\n" for label, text in rows)
-        )
-    model = {"d_model": 32, "n_heads": 4, "n_encoder_layers": n_encoder_layers, "d_ff": 64}
-    cfg = config_from_dict(
-        {
-            "task": "classification",
-            "data": {"path": str(root)},
-            "tokenizer": {"vocab_size": 40, "min_frequency": 1},
-            "model": model,
-            "train": {"batch_tokens": 256, "max_steps": max_steps, "eval_every": max_steps},
-            "run": {"dtype": "fp32", "device": "cpu"},
-        }
-    )
-    train_run(cfg, root / "run")
-    return root / "run"
-
-
 # --- a separable toy sentiment task, in SST-2's local layout ----------------------------------
 
 GOOD = ["great", "lovely", "superb", "fine", "wonderful"]

@@ -15,13 +15,11 @@ import typer
 
 from minitx.api import Model, load
 from minitx.cli import app, main
-from minitx.config import DecodeConfig, load_config
+from minitx.config import DecodeConfig
 from minitx.errors import UserError
 from minitx.inference.engines.ctranslate2 import BEAM_PATIENCE, _search_options
 from minitx.serve.app import ServeOptions
 from minitx.serve.schema import request_models
-
-from conftest import train_run, write_tiny_config
 
 DECLARED = dataclasses.fields(DecodeConfig)
 NAMES = [option.name for option in DECLARED]
@@ -32,11 +30,8 @@ NOT_DECODE = {"run_dir", "texts", "input_file", "output_format", "checkpoint", "
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("decode_options")
-    cfg = load_config(write_tiny_config(root), ["train.max_steps=6", "train.eval_every=6"])
-    train_run(cfg, root / "run")
-    return root / "run"
+def run_dir(tiny_translation_run):
+    return tiny_translation_run.run  # read only: translated from, never written
 
 
 @pytest.fixture(scope="module")

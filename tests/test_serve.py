@@ -22,18 +22,13 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from minitx.api import load  # noqa: E402
-from minitx.config import DecodeConfig, load_config  # noqa: E402
+from minitx.config import DecodeConfig  # noqa: E402
 from minitx.serve.app import Batcher, ServeOptions, create_app, server_info  # noqa: E402
-
-from conftest import train_run, train_tiny_classifier, write_tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    cfg = load_config(write_tiny_config(root), ["train.max_steps=6", "train.eval_every=6"])
-    train_run(cfg, root / "run")
-    return root / "run"
+def run_dir(tiny_translation_run):
+    return tiny_translation_run.run  # read only: served, never written
 
 
 @pytest.fixture(scope="module")
@@ -197,9 +192,8 @@ def test_sigterm_answers_the_request_in_flight_and_exits_0(run_dir):
         server.kill()
 
 
-def test_predict_serves_a_classifier(tmp_path):
-    rows = [("pos", "a good film"), ("neg", "a bad film")] * 10
-    model = load(train_tiny_classifier(tmp_path, rows, 1, 2))
+def test_predict_serves_a_classifier(tiny_classification_run):
+    model = load(tiny_classification_run.run)
     with TestClient(create_app(model, server_info(model), ServeOptions())) as client:
         reply = client.post("/predict", json={"texts": ["a good film", "a bad film"]})
         assert client.post("/translate", json={"texts": ["a"]}).status_code == 404
