@@ -25,11 +25,10 @@ TOLERANCE = 1e-4  # largest |ONNX Runtime - PyTorch| accepted on the check batch
 
 def export_onnx(model: Classifier, path: Path, pad_id: int, vocab_size: int) -> float:
     """Write `model` (fp32, eval mode) to `path`; return the largest difference from PyTorch."""
-    graph = copy.deepcopy(model)  # .float() and .eval() change a module in place: not the caller's
-    graph = graph.float().cpu().eval()
-    output = "logits"
+    # .float() and .eval() change a module in place: a copy's, not the caller's.
+    graph = copy.deepcopy(model).float().cpu().eval()
     example = _batch(2, 7, pad_id, vocab_size, seed=0)
-    axes = {"src": {0: "batch", 1: "length"}, output: {0: "batch"}}
+    axes = {"src": {0: "batch", 1: "length"}, "logits": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer notes about shape checks that hold for any shape
         torch.onnx.export(
@@ -37,7 +36,7 @@ def export_onnx(model: Classifier, path: Path, pad_id: int, vocab_size: int) -> 
             (example,),
             str(path),
             input_names=["src"],
-            output_names=[output],
+            output_names=["logits"],
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,
