@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import difflib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,8 +182,9 @@ def load(
     labels = load_label_names(run.labels_file) if run.labels_file.is_file() else None
     if run.is_export():
         info = run.export_info()
-        export = ExportedRun(run.root, run.onnx_file, cfg, codecs, info)
-        engine = EXPORT_ENGINES[info["format"]](export)
+        engine = _export_engine(task, info, run)(
+            ExportedRun(run.root, run.onnx_file, cfg, codecs, info)
+        )
         compute = Compute(torch.device("cpu"), "fp32")  # for what runs beside the engine
         return Model(run, cfg, task, codecs, labels, engine, compute, int(info.get("step", 0)))
     runtime.set_threads(cfg.run.threads)
@@ -200,6 +201,19 @@ def load(
     engine = PyTorchEngine(network, codecs, compute)
     step = int(load_meta(found).get("step", 0))
     return Model(run, cfg, task, codecs, labels, engine, compute, step)
+
+
+def _export_engine(task: Task, info: dict, run: RunDir) -> Callable[[ExportedRun], Engine]:
+    """The engine for an export's format, if it offers what the task needs: an export written by
+    an older minitx (an ONNX translation encoder) or edited by hand is one clear error."""
+    opens = EXPORT_ENGINES.get(info.get("format"))
+    needed = "translate" if task.generates_text else "class_probabilities"
+    if opens is None or not hasattr(opens, needed):
+        raise UserError(
+            f"{run} holds a {info.get('format')} export of a {task.name} model, which minitx "
+            "cannot run; export the run again (`minitx export` picks a format that fits)"
+        )
+    return opens
 
 
 def train(

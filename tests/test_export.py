@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -116,6 +117,17 @@ def test_an_export_directory_describes_itself_and_is_refused_where_the_model_is_
     assert info["run"] == str(translation_run)
     with pytest.raises(UserError, match="is an export; `minitx eval` needs the run directory"):
         load(ct2_export).evaluate("test")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_an_export_no_engine_can_run_for_its_task_is_one_line(ct2_export, tmp_path, fmt):
+    """An ONNX translation encoder (written by an older minitx) or an unknown format."""
+    export = tmp_path / "export"
+    shutil.copytree(ct2_export, export)
+    info = json.loads(RunDir(export).export_file.read_text())
+    RunDir(export).export_file.write_text(json.dumps({**info, "format": fmt}))
+    with pytest.raises(UserError, match=f"holds a {fmt} export of a translation model, which"):
+        load(export)
 
 
 def test_int8_export_translates_most_sentences_alike(translation_run, tmp_path):
