@@ -4,6 +4,9 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 LOWEST := .venv-lowest
+# Test processes (pytest-xdist): one per core; each test process runs torch on one thread
+# (tests/conftest.py), and a test file stays in one process so its module fixtures train once.
+TEST_WORKERS ?= auto
 
 .PHONY: install quickstart test test-lowest lint docs multi30k clean
 
@@ -27,7 +30,7 @@ lint: $(BIN)/minitx
 	$(BIN)/ruff format --check minitx tests scripts
 
 test: $(BIN)/minitx lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The lowest versions that pyproject.toml allows (torch stays at $(TORCH)), in a venv of their own
 # made anew each time, then the CLI and bad-input tests: CI proves the declared minimums this way.

@@ -11,18 +11,22 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from minitx.data.sources import column
 from minitx.errors import UserError
 
+if TYPE_CHECKING:
+    import datasets
+
 
 def row_labels(dataset: datasets.Dataset) -> list[str | None]:
     """Each row's label as a name; None where it is missing (null, empty, or ClassLabel's -1)."""
+    from datasets import ClassLabel
+
     feature = dataset.features["label"]
     values = column(dataset, "label")
-    if isinstance(feature, datasets.ClassLabel):
+    if isinstance(feature, ClassLabel):
         return [feature.names[v] if v is not None and v >= 0 else None for v in values]
     return [_label_name(v) for v in values]
 
@@ -41,8 +45,10 @@ def _label_name(value) -> str | None:
 
 def label_names(dataset: datasets.Dataset) -> list[str]:
     """The ClassLabel's names, else the sorted distinct labels (numerically when all are integers)."""
+    from datasets import ClassLabel
+
     feature = dataset.features["label"]
-    if isinstance(feature, datasets.ClassLabel):
+    if isinstance(feature, ClassLabel):
         return list(feature.names)
     names = sorted({label for label in row_labels(dataset) if label is not None})
     if all(_is_integer(name) for name in names):

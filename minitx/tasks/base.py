@@ -15,7 +15,6 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import datasets
 from torch import nn
 
 from minitx.config import Config, DecodeConfig
@@ -25,6 +24,8 @@ from minitx.run_dir import RunDir
 from minitx.runtime import Compute
 
 if TYPE_CHECKING:
+    import datasets
+
     from minitx.api import Model
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import datasets
 import torch
 
 from minitx.config import Config, DecodeConfig
@@ -25,6 +24,8 @@ from minitx.tasks.base import Task
 from minitx.tasks.shared import pytorch_model, renamed_columns
 
 if TYPE_CHECKING:
+    import datasets
+
     from minitx.api import Model
 
 
