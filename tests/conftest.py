@@ -237,3 +237,35 @@ def tiny_classification_run(tmp_path_factory) -> TrainedRun:
     config.write_text(sentiment_config_yaml(data))
     scores = train_run(load_config(config), root / "run")
     return TrainedRun(root, data, config, root / "run", scores)
+
+
+def train_numbers(run_dir, max_steps=200, seed=1, **model):
+    """The synthetic number task, trained long enough that its outputs are confident (in fp32:
+    the export tests' thresholds were measured on it so)."""
+    cfg = config_from_dict(
+        {
+            "data": {"path": "synthetic", "synthetic_size": 3000},
+            "tokenizer": {"vocab_size": 128},
+            "model": {
+                "d_model": 64,
+                "n_heads": 4,
+                "n_encoder_layers": 2,
+                "n_decoder_layers": 2,
+                "d_ff": 128,
+                "dropout": 0.0,
+                **model,
+            },
+            "train": {
+                "batch_tokens": 1024,
+                "lr": 2e-3,
+                "warmup_steps": 30,
+                "max_steps": max_steps,
+                "eval_every": max_steps,
+                "eval_max_sentences": 16,
+            },
+            "decode": {"beam_size": 1},
+            "run": {"dtype": "fp32", "device": "cpu", "seed": seed},
+        }
+    )
+    train_run(cfg, run_dir)
+    return run_dir

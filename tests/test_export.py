@@ -20,7 +20,7 @@ from minitx.errors import UserError
 from minitx.run_dir import RunDir
 from minitx.tasks import get_task
 
-from conftest import train_run
+from conftest import train_numbers
 
 pytest.importorskip("ctranslate2")
 pytest.importorskip("onnxruntime")
@@ -37,42 +37,10 @@ def _export(*args) -> tuple[int, str]:
     return done.returncode, done.stderr
 
 
-def _train_numbers(run_dir, max_steps=200, seed=1, **model):
-    """The synthetic number task, trained long enough that its outputs are confident (in fp32:
-    the thresholds below were measured so)."""
-    cfg = config_from_dict(
-        {
-            "data": {"path": "synthetic", "synthetic_size": 3000},
-            "tokenizer": {"vocab_size": 128},
-            "model": {
-                "d_model": 64,
-                "n_heads": 4,
-                "n_encoder_layers": 2,
-                "n_decoder_layers": 2,
-                "d_ff": 128,
-                "dropout": 0.0,
-                **model,
-            },
-            "train": {
-                "batch_tokens": 1024,
-                "lr": 2e-3,
-                "warmup_steps": 30,
-                "max_steps": max_steps,
-                "eval_every": max_steps,
-                "eval_max_sentences": 16,
-            },
-            "decode": {"beam_size": 1},
-            "run": {"dtype": "fp32", "device": "cpu", "seed": seed},
-        }
-    )
-    train_run(cfg, run_dir)
-    return run_dir
-
-
 @pytest.fixture(scope="module")
 def translation_run(tmp_path_factory):
     """A confident model, for the tests that compare what two engines translate."""
-    return _train_numbers(tmp_path_factory.mktemp("export") / "run")
+    return train_numbers(tmp_path_factory.mktemp("export") / "run")
 
 
 @pytest.fixture
@@ -137,7 +105,7 @@ def test_int8_export_translates_most_sentences_alike(translation_run, tmp_path):
     run = load(translation_run)
     mine = [h[0].text for h in run.engine.translate(texts, run.config.decode)]
     int8 = [h[0].text for h in load(tmp_path / "int8").engine.translate(texts, run.config.decode)]
-    # Calibrated in fp32 (pinned in _train_numbers) over run.seed 1-5 on an Ice Lake CPU without
+    # Calibrated in fp32 (pinned in train_numbers) over run.seed 1-5 on an Ice Lake CPU without
     # native bf16: 60, 60, 60, 60, 60 of 60 alike with 2 threads, 60, 60, 60, 58, 60 with 1; another
     # machine gave 52 for seed 1. Int8 weights may tip a close greedy choice: most, not all.
     assert sum(a == b for a, b in zip(mine, int8, strict=True)) >= 0.75 * len(texts)
@@ -248,7 +216,7 @@ def test_loading_an_export_leaves_torchs_thread_count_alone(ct2_export):
 
 def test_grouped_query_heads_export_as_ctranslate2_kv_heads(tmp_path):
     """n_kv_heads 2 of 4 heads (Ainslie et al., 2023): CTranslate2's num_heads_kv, same outputs."""
-    run_dir = _train_numbers(tmp_path / "gqa", n_kv_heads=2, activation="gelu")
+    run_dir = train_numbers(tmp_path / "gqa", n_kv_heads=2, activation="gelu")
     code, output = _export(run_dir, "--out", tmp_path / "gqa_ct2")
     assert code == 0, output
     texts = _test_sources(run_dir, n=30)
@@ -261,7 +229,7 @@ def test_grouped_query_heads_export_as_ctranslate2_kv_heads(tmp_path):
 def test_scores_agree_on_an_uncertain_model_too(tmp_path):
     """Half trained, log-probabilities are far from 0: greedy scores must still agree, the EOS
     counted in the length (sentences that run to the length limit end differently: skipped)."""
-    run_dir = _train_numbers(tmp_path / "young", max_steps=60)
+    run_dir = train_numbers(tmp_path / "young", max_steps=60)
     code, output = _export(run_dir, "--out", tmp_path / "young_ct2")
     assert code == 0, output
     texts = _test_sources(run_dir, n=30)

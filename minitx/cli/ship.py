@@ -19,8 +19,8 @@ def export(
     export_format: str | None = typer.Option(
         None,
         "--format",
-        help="ctranslate2 (models that write text) or onnx (classifiers) [default: the one that "
-        "fits the run].",
+        help="ctranslate2 or transformers (models that write text), onnx (classifiers) "
+        "[default: the first that fits the run].",
     ),
     quantization: str = typer.Option(
         "none", "--quantization", help="CTranslate2 weights: none, int8, int8_float32, float16."
@@ -28,11 +28,13 @@ def export(
     checkpoint: str = CHECKPOINT,
     quiet: bool = QUIET,
 ) -> None:
-    """Export a run for CTranslate2 or ONNX Runtime.
+    """Export a run for CTranslate2, ONNX Runtime or Hugging Face transformers.
 
-    CTranslate2 runs models that write text, ONNX Runtime classifiers. The directory holds the model, config, tokenizer and export.json; `minitx translate`,
-    `minitx predict` and `minitx.load` take it in place of the run. Needs pip install
-    'minitx[export]'.
+    CTranslate2 and transformers run models that write text, ONNX Runtime classifiers. The
+    directory holds the model, config, tokenizer and export.json; `minitx translate`, `minitx
+    predict` and `minitx.load` take it in place of the run. A transformers export also loads with
+    transformers alone (AutoModelForSeq2SeqLM, AutoTokenizer, pipeline) and carries a model card.
+    Needs pip install 'minitx[export]' (CTranslate2, ONNX) or 'minitx[hf]' (transformers).
 
     Examples:
 
@@ -40,6 +42,7 @@ def export(
       minitx export runs/multi30k_de_en_raw --out exports/m30k_int8 --quantization int8
       minitx translate exports/m30k_int8 "Ein Hund rennt im Park."
       minitx export runs/sst2 --out exports/sst2_onnx
+      minitx export runs/quickstart --format transformers --out exports/quickstart_hf
     """
     from dataclasses import replace
 
@@ -51,12 +54,13 @@ def export(
 
     start(quiet)
     run = RunDir(run_dir)
-    chosen = check_request(get_task(run.config().task), export_format, quantization)
+    run_config = run.config()
+    chosen = check_request(get_task(run_config.task), run_config, export_format, quantization)
     model = load(run.root, checkpoint, overrides=("run.device=cpu", "run.dtype=fp32"))
     origin = {"run": str(run_dir), "checkpoint": checkpoint, "step": model.checkpoint_step}
     export_model(
         pytorch_model(model, "export"),
-        replace(model.config, run=run.config().run),  # the run's own device, not the export's
+        replace(model.config, run=run_config.run),  # the run's own device, not the export's
         model.codecs,
         model.labels,
         out,

@@ -13,6 +13,7 @@ from minitx.config import Config
 from minitx.data.tokenizer import Codecs
 from minitx.errors import UserError
 from minitx.export import ctranslate2 as ct2
+from minitx.export import hf
 from minitx.export.onnx import export_onnx
 from minitx.inference.engines import EXPORT_ENGINES, require_extra
 from minitx.model.transformer import Classifier, Seq2Seq
@@ -24,22 +25,35 @@ class ExportFormat:
     name: str
     model_type: type[nn.Module]  # the models it expresses: a task's `model_type`
     quantizations: tuple[str, ...]
-    runtime: str  # the Python module its engine needs (from the `export` extra)
-    # (model, cfg, codecs, target, quantization) → what export.json records beside the origin
-    write: Callable[[nn.Module, Config, Codecs, RunDir, str], dict]
+    runtime: str  # the Python module its engine needs
+    extra: str  # the pip extra that installs it
+    # (model, cfg, codecs, target, quantization, source run) → what export.json records beside
+    # the origin; the target already holds minitx's config and tokenizer, which it may refine
+    write: Callable[[nn.Module, Config, Codecs, RunDir, str, RunDir], dict]
+    # refuses, before any weights load, a config the format cannot express
+    check: Callable[[Config], None] = lambda cfg: None
 
 
-def _write_ctranslate2(model, cfg: Config, codecs: Codecs, target: RunDir, quantization) -> dict:
-    ct2.check_expressible(cfg.model)
+def _write_ctranslate2(model, cfg: Config, codecs: Codecs, target: RunDir, quantization, source):
     spec = ct2.build_spec(model, cfg.model, _tokens(codecs.src), _tokens(codecs.tgt))
     ct2.save_spec(spec, target.root, quantization)
     return {"max_positions": ct2.position_count(cfg.model)}
 
 
-def _write_onnx(model, cfg: Config, codecs: Codecs, target: RunDir, quantization) -> dict:
+def _write_onnx(model, cfg: Config, codecs: Codecs, target: RunDir, quantization, source) -> dict:
     codec = codecs.src
     difference = export_onnx(model, target.onnx_file, codec.pad_id, codec.vocab_size)
     return {"onnx_max_difference": difference}
+
+
+def _write_transformers(model, cfg: Config, codecs: Codecs, target: RunDir, quantization, source):
+    exported = hf.hf_model(model, cfg, codecs.tgt)
+    exported.generation_config.update(**hf.generation_settings(cfg, codecs.tgt))
+    exported.save_pretrained(target.root)
+    hf.write_tokenizer(codecs.tgt, target)
+    architecture = exported.config.model_type
+    (target.root / "README.md").write_text(hf.model_card(cfg, source, architecture), "utf-8")
+    return {"architecture": type(exported).__name__}
 
 
 def _tokens(codec) -> list[str]:
@@ -50,8 +64,25 @@ def _tokens(codec) -> list[str]:
 EXPORT_FORMATS = {
     fmt.name: fmt
     for fmt in (
-        ExportFormat("ctranslate2", Seq2Seq, ct2.QUANTIZATIONS, "ctranslate2", _write_ctranslate2),
-        ExportFormat("onnx", Classifier, ("none",), "onnxruntime", _write_onnx),
+        ExportFormat(
+            "ctranslate2",
+            Seq2Seq,
+            ct2.QUANTIZATIONS,
+            "ctranslate2",
+            "export",
+            _write_ctranslate2,
+            lambda cfg: ct2.check_expressible(cfg.model),
+        ),
+        ExportFormat("onnx", Classifier, ("none",), "onnxruntime", "export", _write_onnx),
+        ExportFormat(
+            "transformers",
+            Seq2Seq,
+            ("none",),
+            "transformers",
+            "hf",
+            _write_transformers,
+            hf.check_expressible,
+        ),
     )
 }
 assert set(EXPORT_FORMATS) <= set(EXPORT_ENGINES), "every export format needs its engine"
@@ -62,9 +93,9 @@ def formats_for(model_type: type[nn.Module]) -> list[str]:
     return [name for name, fmt in EXPORT_FORMATS.items() if issubclass(model_type, fmt.model_type)]
 
 
-def check_request(task, fmt: str | None, quantization: str) -> ExportFormat:
-    """The format asked for (default: the first that fits `task`'s model), checked before any
-    weights load."""
+def check_request(task, cfg: Config, fmt: str | None, quantization: str) -> ExportFormat:
+    """The format asked for (default: the first that fits `task`'s model), checked against the
+    run's config before any weights load."""
     offered = formats_for(task.model_type)
     fmt = fmt or (offered[0] if offered else None)
     if fmt not in offered:
@@ -78,5 +109,6 @@ def check_request(task, fmt: str | None, quantization: str) -> ExportFormat:
     if quantization not in chosen.quantizations:
         allowed = ", ".join(chosen.quantizations)
         raise UserError(f"--quantization for {fmt} must be one of {allowed}, got '{quantization}'")
-    require_extra(chosen.runtime)
+    chosen.check(cfg)
+    require_extra(chosen.runtime, chosen.extra)
     return chosen

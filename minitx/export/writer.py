@@ -40,11 +40,11 @@ def export_model(
     try:
         target = RunDir(staging)
         info = {"format": fmt.name, "task": cfg.task, "quantization": quantization, **origin}
-        info.update(fmt.write(model, cfg, codecs, target, quantization))
         target.save_config(cfg)
         codecs.save(target)
         if labels is not None:
             save_label_names(labels, target.labels_file)
+        info.update(fmt.write(model, cfg, codecs, target, quantization, RunDir(origin["run"])))
         target.export_file.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             out.rmdir()  # empty, checked above

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from minitx.inference.engines.base import Engine, ExportedRun, require_extra
 from minitx.inference.engines.ctranslate2 import CTranslate2Engine
+from minitx.inference.engines.hf import TransformersEngine
 from minitx.inference.engines.onnx import OnnxEngine
 from minitx.inference.engines.pytorch import PyTorchEngine
 
@@ -14,6 +15,7 @@ from minitx.inference.engines.pytorch import PyTorchEngine
 EXPORT_ENGINES: dict[str, Callable[[ExportedRun], Engine]] = {
     "ctranslate2": CTranslate2Engine,
     "onnx": OnnxEngine,
+    "transformers": TransformersEngine,
 }
 
 __all__ = ["EXPORT_ENGINES", "Engine", "ExportedRun", "PyTorchEngine", "require_extra"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
 from minitx.config import Config, DecodeConfig
-from minitx.data.tokenizer import Codecs
+from minitx.data.tokenizer import Codecs, TextCodec
 from minitx.errors import UserError
 from minitx.inference.decode import Hypothesis
 
@@ -43,11 +45,58 @@ class ExportedRun:
     info: dict
 
 
-def require_extra(module: str) -> None:
+EXTRAS = {"export": "CTranslate2, ONNX, ONNX Runtime", "hf": "transformers, sentencepiece"}
+
+
+def require_extra(module: str, extra: str = "export") -> None:
     """Import `module` or say which extra to install (one line, exit 2)."""
     try:
         __import__(module)
     except ImportError:
         raise UserError(
-            f"this needs {module}: pip install 'minitx[export]' (CTranslate2, ONNX, ONNX Runtime)"
+            f"this needs {module}: pip install 'minitx[{extra}]' ({EXTRAS[extra]})"
         ) from None
+
+
+# Engines that take one length limit per call, as CTranslate2 and `generate()` do, run each
+# length-sorted batch at its largest sentence limit and cut a hypothesis longer than its own
+# sentence's limit back to it (minitx's limit is per sentence): only outputs that run to the
+# limit can differ. Splitting batches by limit instead cost half the speed (many small calls).
+
+
+def check_export_inputs(lengths: list[int], decode: DecodeConfig, max_positions: int) -> None:
+    """Refuse what an export cannot do: word alignments (they come from the PyTorch model's
+    attention), and inputs of `lengths` tokens (EOS included) beyond its position table."""
+    if decode.alignments:
+        raise UserError(
+            "word alignments come from the PyTorch model's attention: translate with the run "
+            "directory instead of the export"
+        )
+    too_long = [i for i, length in enumerate(lengths) if length > max_positions]
+    if too_long:
+        raise UserError(
+            f"input {too_long[0] + 1} has {lengths[too_long[0]]} tokens; this export has "
+            f"positions for {max_positions}"
+        )
+
+
+def length_sorted_batches(sources: list[list], batch_size: int) -> Iterator[list[int]]:
+    """The indices of `sources`, shortest first, `batch_size` at a time."""
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def output_limit(src_length: int, decode: DecodeConfig, max_positions: int) -> int:
+    """A sentence's output limit (tokens, EOS included), as searches.base.max_lengths computes
+    it, within the export's position table."""
+    limit = math.ceil(src_length * decode.max_len_ratio) + decode.max_len_offset
+    return max(1, min(limit, max_positions))
+
+
+def within_limit(hypothesis: Hypothesis, limit: int, codec: TextCodec) -> Hypothesis:
+    """`hypothesis` cut to `limit` tokens with its EOS, as minitx's own search would end it."""
+    if len(hypothesis.tokens) < limit:  # room for its EOS
+        return hypothesis
+    ids = hypothesis.tokens[: limit - 1]
+    return replace(hypothesis, tokens=ids, text=codec.decode([ids])[0])

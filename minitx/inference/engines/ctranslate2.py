@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import replace
 
 import torch
 
 from minitx.config import DecodeConfig
-from minitx.errors import UserError
 from minitx.inference.decode import Hypothesis
-from minitx.inference.engines.base import ExportedRun, require_extra
+from minitx.inference.engines.base import (
+    ExportedRun,
+    check_export_inputs,
+    length_sorted_batches,
+    output_limit,
+    require_extra,
+    within_limit,
+)
 
 # CTranslate2 closes a sentence's beam once beam_size × patience hypotheses have finished (Kasai
 # et al., 2022); minitx closes it once no live beam could beat the K-th finished one. Patience 2 makes
@@ -47,43 +51,18 @@ class CTranslate2Engine:
         torch.set_num_threads(torch_threads)
 
     def translate(self, texts: list[str], decode: DecodeConfig) -> list[list[Hypothesis]]:
-        if decode.alignments:
-            raise UserError(
-                "word alignments come from the PyTorch model's attention: translate with the run "
-                "directory instead of the export"
-            )
         src_tokenizer = self.codecs.src.tokenizer
         sources = [e.tokens for e in src_tokenizer.encode_batch(texts, add_special_tokens=False)]
-        too_long = [i for i, tokens in enumerate(sources) if len(tokens) + 1 > self.max_positions]
-        if too_long:
-            raise UserError(
-                f"input {too_long[0] + 1} has {len(sources[too_long[0]]) + 1} tokens; this export "
-                f"has positions for {self.max_positions}"
-            )
-        # minitx's limit is per sentence (decode.max_lengths, EOS included); CTranslate2 takes one
-        # per call. Splitting a batch by limit cost half the speed on two threads (many small
-        # calls), so each batch runs once at its largest limit and a hypothesis longer than its
-        # own sentence's limit is cut back to it: only outputs that run to the limit can differ.
-        limits = [self._limit(len(tokens) + 1, decode) for tokens in sources]
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+        check_export_inputs([len(t) + 1 for t in sources], decode, self.max_positions)
+        limits = [output_limit(len(t) + 1, decode, self.max_positions) for t in sources]
         outputs: list[list[Hypothesis]] = [[] for _ in sources]
-        for start in range(0, len(order), decode.batch_size):
-            chosen = order[start : start + decode.batch_size]
+        for chosen in length_sorted_batches(sources, decode.batch_size):
             limit = max(limits[i] for i in chosen)
             self._translate(chosen, [sources[i] for i in chosen], limit, decode, outputs)
-        for i, hypotheses in enumerate(outputs):
-            outputs[i] = [self._within(h, limits[i]) for h in hypotheses]
-        return outputs
-
-    def _within(self, hypothesis: Hypothesis, limit: int) -> Hypothesis:
-        if len(hypothesis.tokens) < limit:  # room for its EOS
-            return hypothesis
-        ids = hypothesis.tokens[: limit - 1]
-        return replace(hypothesis, tokens=ids, text=self.codecs.tgt.decode([ids])[0])
-
-    def _limit(self, src_length: int, decode: DecodeConfig) -> int:
-        limit = math.ceil(src_length * decode.max_len_ratio) + decode.max_len_offset
-        return max(1, min(limit, self.max_positions))
+        return [
+            [within_limit(h, limit, self.codecs.tgt) for h in hypotheses]
+            for hypotheses, limit in zip(outputs, limits, strict=True)
+        ]
 
     def _translate(self, rows, batch, limit: int, decode: DecodeConfig, outputs) -> None:
         results = self.translator.translate_batch(
