@@ -28,7 +28,7 @@ def export(
     checkpoint: str = CHECKPOINT,
     quiet: bool = QUIET,
 ) -> None:
-    """Export a run for CTranslate2, ONNX Runtime or Hugging Face transformers.
+    """Export a run for CTranslate2, ONNX Runtime or transformers.
 
     CTranslate2 and transformers run models that write text, ONNX Runtime classifiers. The
     directory holds the model, config, tokenizer and export.json; `minitx translate`, `minitx

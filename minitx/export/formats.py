@@ -16,6 +16,7 @@ from minitx.export import ctranslate2 as ct2
 from minitx.export import hf
 from minitx.export.onnx import export_onnx
 from minitx.inference.engines import EXPORT_ENGINES, require_extra
+from minitx.inference.engines.hf import quiet_transformers
 from minitx.model.transformer import Classifier, Seq2Seq
 from minitx.run_dir import RunDir
 
@@ -47,9 +48,12 @@ def _write_onnx(model, cfg: Config, codecs: Codecs, target: RunDir, quantization
 
 
 def _write_transformers(model, cfg: Config, codecs: Codecs, target: RunDir, quantization, source):
+    from transformers import GenerationConfig
+
     exported = hf.hf_model(model, cfg, codecs.tgt)
-    exported.generation_config.update(**hf.generation_settings(cfg, codecs.tgt))
-    exported.save_pretrained(target.root)
+    exported.generation_config = GenerationConfig(**hf.generation_settings(cfg, codecs.tgt))
+    with quiet_transformers():
+        exported.save_pretrained(target.root)
     hf.write_tokenizer(codecs.tgt, target)
     architecture = exported.config.model_type
     (target.root / "README.md").write_text(hf.model_card(cfg, source, architecture), "utf-8")

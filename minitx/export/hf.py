@@ -268,6 +268,7 @@ def model_card(cfg: Config, source: RunDir | None, architecture: str) -> str:
 
 
 def _eval_results(run: RunDir, data) -> list[dict]:
+    name = data.path if _is_hub_id(data.path) else Path(data.path).name  # no local paths
     results = []
     for path in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
         scores = json.loads(path.read_text(encoding="utf-8"))
@@ -286,7 +287,7 @@ def _eval_results(run: RunDir, data) -> list[dict]:
             results.append(
                 {
                     "task": {"type": "translation", "name": f"Translation {data.src}-{data.tgt}"},
-                    "dataset": {"name": Path(data.path).name, "type": data.path, "split": split},
+                    "dataset": {"name": name, "type": name, "split": split},
                     "metrics": metrics,
                 }
             )

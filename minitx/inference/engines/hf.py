@@ -3,6 +3,9 @@ decode options, giving the same `Hypothesis` lists as the PyTorch model does."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from minitx.config import DecodeConfig
@@ -29,7 +32,9 @@ class TransformersEngine:
         cfg = export.config
         gpu = cfg.run.device in ("cuda", "auto") and torch.cuda.is_available()
         self.device = torch.device("cuda" if gpu else "cpu")
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(export.directory).to(self.device).eval()
+        with quiet_transformers():
+            model = AutoModelForSeq2SeqLM.from_pretrained(export.directory)
+        self.model = model.to(self.device).eval()
         self.codecs = export.codecs
         self.max_positions = self.model.config.max_position_embeddings
 
@@ -57,7 +62,8 @@ class TransformersEngine:
         out = self.model.generate(
             input_ids=input_ids.to(self.device),
             attention_mask=(input_ids != pad).long().to(self.device),
-            max_new_tokens=limit,
+            max_length=limit + 1,  # the start token counts (max_new_tokens would clash with the
+            # generation_config's max_length)
             min_new_tokens=0,
             num_return_sequences=decode.n_best,
             return_dict_in_generate=True,
@@ -87,6 +93,21 @@ class TransformersEngine:
             sorted(hypotheses[i : i + n], key=lambda h: -h.score)
             for i in range(0, len(hypotheses), n)
         ]
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No per-file progress bars while loading or saving weights (minitx shows its own status
+    lines); the caller's setting is restored after."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
 
 
 def _generate_options(decode: DecodeConfig) -> dict:
