@@ -91,7 +91,9 @@ class ModelConfig:
     activation_dropout: float = _key(
         0.0, "dropout inside the feed-forward block, after the activation", min=0.0, max=0.9
     )
-    activation: Literal["relu", "gelu"] = _key("relu", "feed-forward activation")
+    activation: Literal["relu", "gelu", "swish"] = _key(
+        "relu", "feed-forward activation (swish = SiLU, as Marian's OPUS-MT models use)"
+    )
     norm: Literal["pre", "post"] = _key(
         "pre", "LayerNorm before (pre) or after (post) each sublayer"
     )
@@ -118,6 +120,9 @@ class ModelConfig:
     dilation: int = _key(1, "with window: the step between the neighbours seen (dilated)", min=1)
     tie_embeddings: bool = _key(
         True, "share target embeddings with the output layer (and with the source when joint)"
+    )
+    output_bias: bool = _key(
+        False, "a learned bias on the output logits (Marian's final_logits_bias)"
     )
     pooling: Literal["mean", "cls"] = _key(
         "mean",

@@ -2,9 +2,9 @@
 
 CTranslate2 (the engine OpenNMT-py, fairseq and Marian models are converted to) runs the same
 computation as `model/transformer.py` when the config stays within what its spec can say: token
-embeddings × √d_model plus a position table, pre- or post-norm layers with ReLU or GELU, fused
-Q/K/V projections (with fewer key/value heads for grouped-query attention), a final norm after
-pre-norm stacks, and a bias-free output projection. The source gets `</s>` appended
+embeddings × √d_model plus a position table, pre- or post-norm layers with ReLU, GELU or swish,
+fused Q/K/V projections (with fewer key/value heads for grouped-query attention), a final norm
+after pre-norm stacks, and the output projection (with its bias under `model.output_bias`). The source gets `</s>` appended
 (`add_source_eos`), the target starts from `<s>`, as in minitx.
 """
 
@@ -44,7 +44,11 @@ def build_spec(model: Seq2Seq, cfg: ModelConfig, src_tokens: list[str], tgt_toke
     from ctranslate2.specs import common_spec, transformer_spec
 
     check_expressible(cfg)
-    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}
+    activation = {
+        "relu": common_spec.Activation.RELU,
+        "gelu": common_spec.Activation.GELU,
+        "swish": common_spec.Activation.SWISH,
+    }
     options = {
         "pre_norm": cfg.norm == "pre",
         "activation": activation[cfg.activation],
@@ -63,6 +67,8 @@ def build_spec(model: Seq2Seq, cfg: ModelConfig, src_tokens: list[str], tgt_toke
     _set_stack(spec.encoder, weights, "encoder", _position_table(weights, "encoder", cfg))
     _set_stack(spec.decoder, weights, "decoder", _position_table(weights, "decoder", cfg))
     spec.decoder.projection.weight = weights["decoder.output.weight"]
+    if "decoder.output.bias" in weights:  # model.output_bias
+        spec.decoder.projection.bias = weights["decoder.output.bias"]
     for i in range(cfg.n_encoder_layers):
         layer, scope = spec.encoder.layer[i], f"encoder.layers.{i}"
         _set_self_attention(layer.self_attention, weights, scope, "attention_residual")

@@ -180,7 +180,8 @@ def _hf_weights(model: Seq2Seq, cfg: Config, codec: TextCodec, exported: nn.Modu
     if "model.shared.weight" in exported.state_dict():
         weights["model.shared.weight"] = src_table
     weights["lm_head.weight"] = mine["decoder.output.weight"][:, order]
-    weights["final_logits_bias"] = torch.zeros(1, codec.vocab_size)
+    bias = mine.get("decoder.output.bias", torch.zeros(codec.vocab_size))  # model.output_bias
+    weights["final_logits_bias"] = bias[None]
     unset = {n for n in exported.state_dict() if n not in weights and "embed_positions" not in n}
     assert not unset, f"transformers weights left unset: {sorted(unset)}"
     return weights

@@ -9,7 +9,7 @@ from minitx.config import ModelConfig
 from minitx.model.attention import AttentionSpec, KVCache, MultiHeadAttention
 from minitx.model.dropout import Dropout
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU}
 
 
 class FeedForward(nn.Module):

@@ -73,7 +73,7 @@ class Decoder(nn.Module):
         self.embedding = embedding
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
         self.final_norm = final_norm(cfg)
-        self.output = nn.Linear(cfg.d_model, vocab_size, bias=False)
+        self.output = nn.Linear(cfg.d_model, vocab_size, bias=cfg.output_bias)
         if cfg.tie_embeddings:
             self.output.weight = embedding.tokens.weight  # Press & Wolf (2017)
 
