@@ -64,8 +64,8 @@ def beam_search(
         finished.add(tokens, top_scores[:, :k], origin[:, :k], ends[:, :k])
         # The K best candidates that do not end here live on.
         scores, keep = top_scores.masked_fill(ends, -math.inf).topk(k, dim=1)
-        # What the best of them would score if it ended at the next step.
-        finished.close(scores.max(dim=1).values / (step + 2) ** cfg.length_penalty)
+        # The best of them scored at its current length (step + 1 tokens), as generate() does.
+        finished.close(scores.max(dim=1).values / (step + 1) ** cfg.length_penalty)
         if finished.done():
             break
         survivors = origin.gather(1, keep).view(-1)
@@ -81,9 +81,10 @@ class _Finished:
     """Per sentence, the hypotheses that have ended (with EOS), their scores, and whether the
     sentence is closed.
 
-    A sentence closes once it has K finished hypotheses and its best live beam, ended at the next
-    step, would score no better than the K-th of them (Hugging Face's `early_stopping=False`
-    heuristic). Stopping at the first K finished, as fairseq does, let short hypotheses that end
+    A sentence closes once it has K finished hypotheses and its best live beam, its log-probability
+    divided by its current length**length_penalty, scores no better than the K-th of them: the
+    heuristic of Hugging Face's `generate()` with `early_stopping=False`, to the token, so that a
+    minitx model and its `transformers` export search alike. Stopping at the first K finished, as fairseq does, let short hypotheses that end
     early shut out the right one (beam 5 on Multi30k: 37.95 against 38.29 BLEU). A closed
     sentence takes no more hypotheses: its beams only run on because others in the batch do, and
     its result must not depend on them.
