@@ -4,7 +4,7 @@
     model = minitx.load("runs/quickstart")
     print(model.translate(["three hundred forty two"])[0].text)
 
-See minitx.api for `load`, `train` and what they return.
+See minitx.api for `load`, `train`, `export_run`, `import_model` and what they return.
 """
 
 from __future__ import annotations
@@ -14,9 +14,28 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from minitx.api import Hypothesis, Model, Prediction, Translation, load, train
+    from minitx.api import (
+        Hypothesis,
+        Model,
+        Prediction,
+        Translation,
+        export_run,
+        import_model,
+        load,
+        train,
+    )
 
-__all__ = ["Hypothesis", "Model", "Prediction", "Translation", "__version__", "load", "train"]
+__all__ = [
+    "Hypothesis",
+    "Model",
+    "Prediction",
+    "Translation",
+    "__version__",
+    "export_run",
+    "import_model",
+    "load",
+    "train",
+]
 
 
 def __getattr__(name: str):

@@ -256,4 +256,52 @@ def train_group(cfg: Config, run: RunDir, fresh: bool, quiet: bool = False) -> d
     return scores if ranks.is_main else None
 
 
-__all__ = ["Hypothesis", "Model", "Prediction", "Translation", "load", "train"]
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    format: str | None = None,  # noqa: A002 (the CLI's --format)
+    quantization: str = "none",
+    checkpoint: str = "best",
+) -> dict:
+    """Export a run as `minitx export` does (format: ctranslate2, onnx or transformers; default:
+    the first that fits the run); returns what the export's export.json records."""
+    from minitx.export.formats import check_request
+    from minitx.export.writer import export_model
+    from minitx.tasks.shared import pytorch_model
+
+    run = RunDir(run_dir)
+    run_config = run.config()
+    chosen = check_request(get_task(run_config.task), run_config, format, quantization)
+    model = load(run.root, checkpoint, overrides=("run.device=cpu", "run.dtype=fp32"))
+    origin = {"run": str(run_dir), "checkpoint": checkpoint, "step": model.checkpoint_step}
+    return export_model(
+        pytorch_model(model, "export"),
+        dataclasses.replace(model.config, run=run_config.run),  # the run's device, not the export's
+        model.codecs,
+        model.labels,
+        Path(out),
+        chosen,
+        quantization,
+        origin,
+    )
+
+
+def import_model(source: str, run_dir: str | Path) -> Model:
+    """Import a Marian (OPUS-MT) model, `hf:PATH` or `hf:HUB_ID`, as a run in `run_dir` (absent or
+    empty), as `minitx import` does; returns it loaded."""
+    from minitx.interop.marian import import_marian
+
+    import_marian(source, Path(run_dir))
+    return load(run_dir)
+
+
+__all__ = [
+    "Hypothesis",
+    "Model",
+    "Prediction",
+    "Translation",
+    "export_run",
+    "import_model",
+    "load",
+    "train",
+]

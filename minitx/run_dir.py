@@ -11,6 +11,7 @@ RUN_DIR/checkpoints/crash/   the weights before a step whose loss became non-fin
 RUN_DIR/metrics.jsonl        one JSON object per training log, validation and end event
 RUN_DIR/train.log            the status lines of every training session, timestamped
 RUN_DIR/tensorboard/         TensorBoard event files (run.tensorboard)
+RUN_DIR/origin/              train.init_from: hf:SOURCE, the Marian model imported as a run
 RUN_DIR/cache/               the training split's token ids (data/token_store.py), memory-mapped
 RUN_DIR/eval/<split>.json    scores written by `minitx eval`; translation hypotheses in <split>.hyp,
                              classification predictions in <split>.pred and <split>.confusion.png

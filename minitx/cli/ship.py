@@ -1,4 +1,5 @@
-"""Commands that take a run elsewhere: `minitx export` and `minitx serve`."""
+"""Commands that take a run elsewhere or bring one in: `minitx export`, `minitx serve` and
+`minitx import`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import typer
 
 from minitx.cli.app import CHECKPOINT, QUIET, RUN_DIR, SETS, app, start
 from minitx.errors import UserError
-from minitx.run_dir import RunDir
 
 
 @app.command()
@@ -44,31 +44,11 @@ def export(
       minitx export runs/sst2 --out exports/sst2_onnx
       minitx export runs/quickstart --format transformers --out exports/quickstart_hf
     """
-    from dataclasses import replace
-
-    from minitx.api import load
-    from minitx.export.formats import check_request
-    from minitx.export.writer import export_model
-    from minitx.tasks import get_task
-    from minitx.tasks.shared import pytorch_model
+    from minitx.api import export_run
 
     start(quiet)
-    run = RunDir(run_dir)
-    run_config = run.config()
-    chosen = check_request(get_task(run_config.task), run_config, export_format, quantization)
-    model = load(run.root, checkpoint, overrides=("run.device=cpu", "run.dtype=fp32"))
-    origin = {"run": str(run_dir), "checkpoint": checkpoint, "step": model.checkpoint_step}
-    export_model(
-        pytorch_model(model, "export"),
-        replace(model.config, run=run_config.run),  # the run's own device, not the export's
-        model.codecs,
-        model.labels,
-        out,
-        chosen,
-        quantization,
-        origin,
-    )
-    typer.echo(f"wrote {out} ({chosen.name}, step {model.checkpoint_step} of {run_dir})")
+    info = export_run(run_dir, out, export_format, quantization, checkpoint)
+    typer.echo(f"wrote {out} ({info['format']}, step {info['step']} of {run_dir})")
 
 
 @app.command()
@@ -120,3 +100,32 @@ def serve(
     # with the handler it found: this one makes that a clean exit 0, as a process manager expects.
     signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
+
+
+@app.command("import")
+def import_model(
+    source: str = typer.Argument(
+        ..., metavar="hf:SOURCE", help="hf:PATH (a Marian folder) or hf:HUB_ID (an OPUS-MT model)."
+    ),
+    run_dir: Path = typer.Argument(..., help="The run directory to write (absent or empty)."),
+    quiet: bool = QUIET,
+) -> None:
+    """Import a Marian (OPUS-MT) model from transformers as a run.
+
+    The run computes the Marian model's function (the same logits) with minitx's own model
+    options and a tokenizer per side that segments as Marian's SentencePiece models do; then
+    eval, translate, attention, export, serve and train.init_from work on it like on any run.
+    Needs pip install 'minitx[hf]'.
+
+    Examples:
+
+    \b
+      minitx import hf:Helsinki-NLP/opus-mt-de-en runs/opus_de_en
+      minitx eval runs/opus_de_en --split test_2016_flickr --set data.path=../shared/data/multi30k
+      minitx translate runs/opus_de_en "Ein Hund rennt durch den Park."
+    """
+    from minitx.interop.marian import import_marian
+
+    start(quiet)
+    info = import_marian(source, run_dir)
+    typer.echo(f"wrote {run_dir} ({info['architecture']} from {source[3:]})")

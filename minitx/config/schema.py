@@ -181,8 +181,9 @@ class TrainConfig:
     )
     init_from: str | None = _key(
         None,
-        "start from the weights and tokenizer of this run directory (its best checkpoint) or "
-        "checkpoint directory; optimizer and counters start fresh (fine-tuning)",
+        "start from the weights and tokenizer of this run directory (its best checkpoint), "
+        "checkpoint directory, or hf:PATH_OR_HUB_ID Marian (OPUS-MT) model; optimizer and "
+        "counters start fresh (fine-tuning)",
     )
 
 

@@ -30,10 +30,11 @@ import torch
 import yaml
 from torch import nn
 
-from minitx.config import Config, config_to_dict
+from minitx.config import Config, ModelConfig, config_to_dict
 from minitx.data.sources import SYNTHETIC
 from minitx.data.tokenizer import BOS, EOS, PAD, UNK, TextCodec
 from minitx.errors import UserError
+from minitx.model.positions import halves_order
 from minitx.model.transformer import Seq2Seq
 from minitx.run_dir import RunDir
 
@@ -117,62 +118,77 @@ def hf_model(model: Seq2Seq, cfg: Config, codec: TextCodec) -> nn.Module:
     return exported.eval()
 
 
-def _hf_weights(model: Seq2Seq, cfg: Config, codec: TextCodec, exported: nn.Module) -> dict:
-    """minitx's state dict under `transformers` names, the model width permuted to the halves
-    layout. Every weight of `exported` but its (fixed) position tables must be given."""
-    m = cfg.model
-    order = torch.cat([torch.arange(0, m.d_model, 2), torch.arange(1, m.d_model, 2)])
-    mine = {name: tensor.detach().float() for name, tensor in model.state_dict().items()}
-    weights: dict[str, torch.Tensor] = {}
+# How each weight meets the residual stream, which the halves layout permutes: "reads" (columns:
+# a projection out of it), "writes" (rows: a projection into it, and its bias), "norm" (a
+# LayerNorm's scale and shift), "inner" (untouched: biases inside attention and the feed-forward).
+WeightMap = list[tuple[str, str, str, int | None]]  # (transformers, minitx, kind, half of kv_proj)
 
-    def reads(name: str, source: str) -> None:  # a projection out of the residual stream
-        weights[f"{name}.weight"] = mine[f"{source}.weight"][:, order]
-        weights[f"{name}.bias"] = mine[f"{source}.bias"]
 
-    def writes(name: str, source: str) -> None:  # a projection into the residual stream
-        weights[f"{name}.weight"] = mine[f"{source}.weight"][order]
-        weights[f"{name}.bias"] = mine[f"{source}.bias"][order]
+def weight_map(cfg: ModelConfig) -> WeightMap:
+    """Each `transformers` weight of the Pegasus/Marian layers and the minitx weight it is; the
+    embeddings and output layer are converted apart (see `_hf_weights`)."""
+    entries: WeightMap = []
 
-    def norm(name: str, source: str) -> None:
-        weights[f"{name}.weight"] = mine[f"{source}.weight"][order]
-        weights[f"{name}.bias"] = mine[f"{source}.bias"][order]
+    def linear(name: str, source: str, kind: str, half: int | None = None) -> None:
+        entries.append((f"{name}.weight", f"{source}.weight", kind, half))
+        bias_kind = "writes" if kind == "writes" else "inner"
+        entries.append((f"{name}.bias", f"{source}.bias", bias_kind, half))
 
     def attention(name: str, source: str) -> None:
-        reads(f"{name}.q_proj", f"{source}.q_proj")
-        key, value = mine[f"{source}.kv_proj.weight"].chunk(2)
-        key_bias, value_bias = mine[f"{source}.kv_proj.bias"].chunk(2)
-        weights[f"{name}.k_proj.weight"], weights[f"{name}.k_proj.bias"] = key[:, order], key_bias
-        weights[f"{name}.v_proj.weight"], weights[f"{name}.v_proj.bias"] = (
-            value[:, order],
-            value_bias,
-        )
-        writes(f"{name}.out_proj", f"{source}.out_proj")
+        linear(f"{name}.q_proj", f"{source}.q_proj", "reads")
+        linear(f"{name}.k_proj", f"{source}.kv_proj", "reads", 0)  # kv_proj stacks [K; V]
+        linear(f"{name}.v_proj", f"{source}.kv_proj", "reads", 1)
+        linear(f"{name}.out_proj", f"{source}.out_proj", "writes")
+
+    def norm(name: str, source: str) -> None:
+        entries.extend((f"{name}.{p}", f"{source}.{p}", "norm", None) for p in ("weight", "bias"))
 
     def feed_forward(name: str, source: str) -> None:
-        reads(f"{name}.fc1", f"{source}.feed_forward.net.0")
-        writes(f"{name}.fc2", f"{source}.feed_forward.net.3")
+        linear(f"{name}.fc1", f"{source}.feed_forward.net.0", "reads")
+        linear(f"{name}.fc2", f"{source}.feed_forward.net.3", "writes")
         norm(f"{name}.final_layer_norm", f"{source}.feed_forward_residual.norm")
 
-    def table(source: str) -> torch.Tensor:
-        tokens = mine[source][:, order].clone()
-        tokens[codec.pad_id] = tokens[codec.bos_id]  # the decoder starts from pad (see above)
-        return tokens
-
-    for i in range(m.n_encoder_layers):
+    for i in range(cfg.n_encoder_layers):
         name, source = f"model.encoder.layers.{i}", f"encoder.layers.{i}"
         attention(f"{name}.self_attn", f"{source}.self_attention")
         norm(f"{name}.self_attn_layer_norm", f"{source}.attention_residual.norm")
         feed_forward(name, source)
-    for i in range(m.n_decoder_layers):
+    for i in range(cfg.n_decoder_layers):
         name, source = f"model.decoder.layers.{i}", f"decoder.layers.{i}"
         attention(f"{name}.self_attn", f"{source}.self_attention")
         norm(f"{name}.self_attn_layer_norm", f"{source}.self_attention_residual.norm")
         attention(f"{name}.encoder_attn", f"{source}.cross_attention")
         norm(f"{name}.encoder_attn_layer_norm", f"{source}.cross_attention_residual.norm")
         feed_forward(name, source)
-    if m.norm == "pre":
+    if cfg.norm == "pre":
         norm("model.encoder.layer_norm", "encoder.final_norm")
         norm("model.decoder.layer_norm", "decoder.final_norm")
+    return entries
+
+
+def to_halves(tensor: torch.Tensor, kind: str, order: torch.Tensor) -> torch.Tensor:
+    """A minitx weight of `kind` in the halves layout (`order`: halves_order); with the inverse
+    order, a `transformers` weight in minitx's."""
+    if kind == "reads":
+        return tensor[:, order]
+    return tensor if kind == "inner" else tensor[order]
+
+
+def _hf_weights(model: Seq2Seq, cfg: Config, codec: TextCodec, exported: nn.Module) -> dict:
+    """minitx's state dict under `transformers` names, the model width permuted to the halves
+    layout. Every weight of `exported` but its (fixed) position tables must be given."""
+    order = halves_order(cfg.model.d_model)
+    mine = {name: tensor.detach().float() for name, tensor in model.state_dict().items()}
+    weights = {}
+    for name, source, kind, half in weight_map(cfg.model):
+        tensor = mine[source] if half is None else mine[source].chunk(2)[half]
+        weights[name] = to_halves(tensor, kind, order)
+
+    def table(source: str) -> torch.Tensor:
+        tokens = mine[source][:, order].clone()
+        tokens[codec.pad_id] = tokens[codec.bos_id]  # the decoder starts from pad (see above)
+        return tokens
+
     src_table = table("encoder.embedding.tokens.weight")
     tgt_table = table("decoder.embedding.tokens.weight")
     weights["model.encoder.embed_tokens.weight"] = src_table

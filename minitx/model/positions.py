@@ -46,6 +46,14 @@ class SinusoidalPositions(nn.Module):
         return self.table[offset : offset + length]
 
 
+def halves_order(d_model: int) -> torch.Tensor:
+    """The features of SinusoidalPositions in the layout of fairseq, Marian and Pegasus (sines in
+    the first half, cosines in the second): `table[:, halves_order(d)]` is their table. Permuting
+    the model width this way in every weight that touches the residual stream changes no output
+    (export/hf.py)."""
+    return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
+
+
 class LearnedPositions(nn.Module):
     """One learned vector per position, up to `max_positions`."""
 

@@ -131,7 +131,9 @@ class Training:
         (and label names) are copied into this run."""
         if not self.cfg.train.init_from:
             return None
-        origin_run, checkpoint = find_origin(self.cfg.train.init_from)
+        init_from = self.cfg.train.init_from
+        # rank 0 first: an hf: origin is imported once, then read by every rank
+        origin_run, checkpoint = self.ranks.main_first(lambda: find_origin(init_from, self.run_dir))
         check_compatible(self.cfg, origin_run, self.task)
         self.ranks.main_only(lambda: adopt_vocabulary(origin_run, self.run_dir))
         log.info(f"starting from the weights and tokenizer of {checkpoint} (fine-tuning)")

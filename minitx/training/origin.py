@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -25,12 +26,16 @@ SHAPE_KEYS = (
     "positions",
     "max_positions",
     "tie_embeddings",
+    "output_bias",
 )
 
 
-def find_origin(init_from: str) -> tuple[RunDir, Path]:
+def find_origin(init_from: str, run: RunDir) -> tuple[RunDir, Path]:
     """The run and the checkpoint directory `train.init_from` names: a run directory (its best
-    checkpoint) or a checkpoint directory inside one (RUN/checkpoints/NAME)."""
+    checkpoint), a checkpoint directory inside one (RUN/checkpoints/NAME), or hf:SOURCE, a
+    Marian model imported once into `run`'s origin/ directory."""
+    if init_from.startswith("hf:"):
+        init_from = str(_imported(init_from, run))
     path = Path(init_from).expanduser()
     as_run, as_checkpoint = RunDir(path), RunDir(path.parent.parent)
     if as_run.config_file.is_file():
@@ -47,6 +52,21 @@ def find_origin(init_from: str) -> tuple[RunDir, Path]:
             f"train.init_from: {init_from} has no checkpoint to start from; train it first"
         )
     return run, checkpoint
+
+
+def _imported(source: str, run: RunDir) -> Path:
+    target = run.root / "origin"
+    record = target / "import.json"
+    if not record.is_file():
+        from minitx.interop.marian import import_marian
+
+        import_marian(source, target)
+    elif json.loads(record.read_text(encoding="utf-8")).get("imported_from") != source:
+        raise UserError(
+            f"{target} holds another import than train.init_from: {source}; remove it to import "
+            "this one"
+        )
+    return target
 
 
 def check_compatible(cfg: Config, origin: RunDir, task) -> None:
