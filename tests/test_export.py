@@ -114,7 +114,7 @@ def test_int8_export_translates_most_sentences_alike(translation_run, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--format", "tflite"], "--format must be one of ctranslate2, got 'tflite'"),
+        (["--format", "tflite"], "--format must be one of ctranslate2, transformers, got 'tflite'"),
         (["--quantization", "int4"], "--quantization for ctranslate2 must be one of"),
     ],
 )
@@ -176,7 +176,7 @@ def test_onnx_is_refused_for_a_translation_run_naming_what_it_can_be_exported_as
     assert code == 2 and "Traceback" not in output
     assert output.strip().splitlines() == [
         "error: --format onnx does not export translation runs; this translation run can be "
-        "exported as ctranslate2"
+        "exported as ctranslate2, transformers"
     ]
     assert not (tmp_path / "enc").exists()
 
