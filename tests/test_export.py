@@ -140,6 +140,8 @@ def test_a_missing_extra_names_what_to_install():
 
     with pytest.raises(UserError, match=r"pip install 'minitx\[export\]'"):
         require_extra("an_engine_that_is_not_installed")
+    with pytest.raises(UserError, match=r"pip install 'minitx\[hf\]' \(transformers"):
+        require_extra("an_engine_that_is_not_installed", "hf")
 
 
 def test_export_refuses_a_non_empty_directory(any_translation_run, tmp_path):
