@@ -18,18 +18,10 @@ from minitx.api import load
 from minitx.data.sources import load_pairs
 
 from conftest import train_numbers
+from test_cli import minitx as minitx_cli
 
 pytest.importorskip("transformers")
 pytest.importorskip("ctranslate2")
-
-
-def _minitx(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "minitx", *map(str, args), "-q"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
 
 
 # The pre-norm run also has Marian's swish and output bias: its CTranslate2 conversions carry both.
@@ -41,8 +33,8 @@ def exported(request, tmp_path_factory):
     """A confident number-task run of each norm placement, evaluated, and its transformers export."""
     root = tmp_path_factory.mktemp(f"hf-{request.param}")
     run = train_numbers(root / "run", norm=request.param, **MODELS[request.param])
-    assert _minitx("eval", run, "--split", "test").returncode == 0
-    done = _minitx("export", run, "--format", "transformers", "--out", root / "hf")
+    assert minitx_cli("eval", run, "--split", "test", "-q").returncode == 0
+    done = minitx_cli("export", run, "--format", "transformers", "--out", root / "hf", "-q")
     assert done.returncode == 0, done.stderr
     return run, root / "hf", request.param
 
@@ -166,7 +158,7 @@ def test_ctranslate2s_converter_on_the_folder_gives_minitxs_ctranslate2_export(e
     from ctranslate2.converters import TransformersConverter
 
     TransformersConverter(str(folder)).convert(str(tmp_path / "converted"))
-    assert _minitx("export", run, "--out", tmp_path / "ours").returncode == 0
+    assert minitx_cli("export", run, "--out", tmp_path / "ours", "-q").returncode == 0
     tokenizer = load(run).codecs.src.tokenizer
     sources = [
         e.tokens for e in tokenizer.encode_batch(_test_sources(run), add_special_tokens=False)
@@ -201,15 +193,16 @@ def test_what_transformers_cannot_compute_is_refused_before_anything_is_written(
     value = yaml.safe_load(setting.split("=")[1])
     config[section][name] = value
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    done = _minitx("export", run, "--format", "transformers", "--out", tmp_path / "hf")
+    done = minitx_cli("export", run, "--format", "transformers", "--out", tmp_path / "hf", "-q")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and key in done.stderr, done.stderr
     assert not (tmp_path / "hf").exists()
 
 
 def test_a_classifier_is_refused_naming_the_formats_it_has(tiny_classification_run, tmp_path):
-    done = _minitx(
-        "export", tiny_classification_run.run, "--format", "transformers", "--out", tmp_path / "hf"
+    out = tmp_path / "hf"
+    done = minitx_cli(
+        "export", tiny_classification_run.run, "--format", "transformers", "--out", out
     )
     assert done.returncode == 2
     assert "does not export classification runs" in done.stderr and "onnx" in done.stderr

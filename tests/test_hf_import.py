@@ -8,11 +8,8 @@ models here."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,21 +19,13 @@ import yaml
 from minitx.api import load
 
 from conftest import PAIRS, train_run, write_splits
+from test_cli import minitx as minitx_cli
 
 pytest.importorskip("transformers")
 spm = pytest.importorskip("sentencepiece")
 
 GERMAN = [source for source, _ in PAIRS] + ["über die straße", "größer und schön", "café 42, 7."]
 ENGLISH = [target for _, target in PAIRS] + ["over the street", "bigger and nice", "cafe 42, 7."]
-
-
-def _minitx(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "minitx", *map(str, args), "-q"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
 
 
 def _sentences(words: list[str], count: int, rng: random.Random) -> list[str]:
@@ -114,7 +103,7 @@ def marian(tmp_path_factory):
     """(the Marian folder, its import as a run)."""
     root = tmp_path_factory.mktemp("marian")
     folder = write_marian(root / "marian")
-    done = _minitx("import", f"hf:{folder}", root / "run")
+    done = minitx_cli("import", f"hf:{folder}", root / "run", "-q")
     assert done.returncode == 0, done.stderr
     return folder, root / "run"
 
@@ -192,7 +181,7 @@ def test_segmentation_is_marians_on_1000_varied_sentences(marian):
 
 
 def _validation_loss(run, data) -> float:
-    done = _minitx("eval", run, "--split", "val", "--set", f"data.path={data}", "--json")
+    done = minitx_cli("eval", run, "--split", "val", "--set", f"data.path={data}", "--json", "-q")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)["loss"]
 
@@ -217,7 +206,7 @@ def test_fine_tuning_from_hf_lowers_the_loss_and_exports(marian, tmp_path):
     )
     before, after = _validation_loss(run, data), _validation_loss(tmp_path / "tuned", data)
     assert after < 0.5 * before, (before, after)
-    assert _minitx("export", tmp_path / "tuned", "--out", tmp_path / "ct2").returncode == 0
+    assert minitx_cli("export", tmp_path / "tuned", "--out", tmp_path / "ct2", "-q").returncode == 0
 
 
 def _broken(tmp_path: Path, folder: Path, change) -> Path:
@@ -250,7 +239,7 @@ def test_a_folder_that_is_no_marian_model_is_one_line_and_writes_nothing(
 ):
     folder, _ = marian
     broken = _broken(tmp_path, folder, change)
-    done = _minitx("import", f"hf:{broken}", tmp_path / "run")
+    done = minitx_cli("import", f"hf:{broken}", tmp_path / "run", "-q")
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
     assert not (tmp_path / "run").exists()
@@ -268,3 +257,33 @@ def test_the_python_api_imports_and_exports(marian, tmp_path):
     ]
     info = minitx.export_run(tmp_path / "run", tmp_path / "ct2", format="ctranslate2")
     assert info["format"] == "ctranslate2" and (tmp_path / "ct2" / "model.bin").is_file()
+
+
+def test_the_attention_minitx_shows_is_marians(marian):
+    """`minitx attention` on an import shows the Marian model's own weights."""
+    from transformers import MarianMTModel
+
+    folder, run = marian
+    model = MarianMTModel.from_pretrained(folder, attn_implementation="eager").eval()  # weights out
+    imported = load(run)
+    maps = imported.attention("ein hund rennt im park")
+    codecs = imported.codecs
+    src = torch.tensor([[*codecs.src.encode(["ein hund rennt im park"])[0], codecs.src.eos_id]])
+    tgt = [*codecs.tgt.encode([maps["translation"]])[0]]
+    start = model.config.decoder_start_token_id
+    with torch.no_grad():
+        out = model(
+            input_ids=src, decoder_input_ids=torch.tensor([[start, *tgt]]), output_attentions=True
+        )
+    theirs = {
+        "encoder_self": out.encoder_attentions,
+        "decoder_self": out.decoder_attentions,
+        "cross": out.cross_attentions,
+    }
+    for shown in maps["maps"]:
+        expected = theirs[shown["kind"]][shown["layer"]][0]
+        assert torch.allclose(shown["weights"], expected, atol=1e-5), (
+            shown["kind"],
+            shown["layer"],
+        )
+    assert len(maps["maps"]) == 3 * 2
