@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -232,6 +233,24 @@ class RunDir:
             raise UserError(
                 f"cannot write to {self.root} ({exc.strerror}); choose another --run-dir"
             ) from None
+
+
+@contextlib.contextmanager
+def staged_directory(out: Path, what: str) -> Iterator[Path]:
+    """A new directory for `out` (absent or empty), filled under a temporary name beside it and
+    renamed to `out` once the block ends without error: a failure or Ctrl-C leaves nothing
+    half-written behind. `what` names the option that chose `out`, for the refusal."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty directory; choose another {what}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _is_frozen(key: str) -> bool:

@@ -207,3 +207,17 @@ def test_a_classifier_is_refused_naming_the_formats_it_has(tiny_classification_r
     assert done.returncode == 2
     assert "does not export classification runs" in done.stderr and "onnx" in done.stderr
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_model_card_shares_no_local_path(tmp_path):
+    from minitx.config import config_from_dict
+    from minitx.export.hf import model_card
+
+    raw = {"data": {"path": str(tmp_path / "corpus"), "src": "de", "tgt": "en"}}
+    card = model_card(
+        config_from_dict({**raw, "train": {"init_from": str(tmp_path / "base")}}), None, "pegasus"
+    )
+    assert str(tmp_path) not in card and "path: corpus" in card and "init_from: base" in card
+    assert yaml.safe_load(card.split("---")[1])["language"] == ["de", "en"]
+    hub = model_card(config_from_dict({"data": {"path": "bentrevett/multi30k"}}), None, "pegasus")
+    assert yaml.safe_load(hub.split("---")[1])["datasets"] == ["bentrevett/multi30k"]

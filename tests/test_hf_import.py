@@ -62,7 +62,7 @@ def write_marian(folder: Path) -> Path:
         pieces += [
             p for p in map(model.id_to_piece, range(model.get_piece_size())) if p not in pieces
         ]
-    pieces.append("<pad>")
+    pieces += [">>fra<<", "<pad>"]  # a target-language code, as multilingual OPUS-MT has
     (folder / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(pieces)}))
     size = len(pieces)
     config = MarianConfig(
@@ -170,7 +170,7 @@ def test_segmentation_is_marians_on_1000_varied_sentences(marian):
         set("".join(GERMAN) + "äöüßéÄÖÜ0123456789.,;:!?'\"()-€中😀ǂñç  ") - target_only
     )
     rng = random.Random(3)
-    texts = _sentences(GERMAN, 500, rng) + [
+    texts = [">>fra<< " * (i % 2) + text for i, text in enumerate(_sentences(GERMAN, 500, rng))] + [
         "".join(rng.choices(alphabet, k=rng.randint(0, 40))) for _ in range(500)
     ]
     mine = [ids + [codec.eos_id] for ids in codec.encode(texts)]
@@ -207,6 +207,12 @@ def test_fine_tuning_from_hf_lowers_the_loss_and_exports(marian, tmp_path):
     before, after = _validation_loss(run, data), _validation_loss(tmp_path / "tuned", data)
     assert after < 0.5 * before, (before, after)
     assert minitx_cli("export", tmp_path / "tuned", "--out", tmp_path / "ct2", "-q").returncode == 0
+    # A tokenizer per side: one transformers tokenizer cannot hold it.
+    refused = minitx_cli(
+        "export", tmp_path / "tuned", "--format", "transformers", "--out", tmp_path / "hf"
+    )
+    assert refused.returncode == 2 and "tokenizer.joint" in refused.stderr
+    assert not (tmp_path / "hf").exists()
 
 
 def _broken(tmp_path: Path, folder: Path, change) -> Path:
@@ -220,6 +226,7 @@ def _broken(tmp_path: Path, folder: Path, change) -> Path:
     "change, message",
     [
         (lambda f: (f / "vocab.json").unlink(), "lacks vocab.json"),
+        (lambda f: (f / "config.json").write_text("{not json"), "is not a JSON object"),
         (
             lambda f: (f / "config.json").write_text(
                 json.dumps({**json.loads((f / "config.json").read_text()), "model_type": "pegasus"})
@@ -287,3 +294,15 @@ def test_the_attention_minitx_shows_is_marians(marian):
             shown["layer"],
         )
     assert len(maps["maps"]) == 3 * 2
+
+
+def test_a_home_relative_path_imports(marian, tmp_path, monkeypatch):
+    from minitx.interop.marian import import_marian
+
+    folder, _ = marian
+    monkeypatch.setenv("HOME", str(folder.parent))
+    import_marian(f"hf:~/{folder.name}", tmp_path / "run")
+    assert (
+        json.loads((tmp_path / "run" / "import.json").read_text())["architecture"]
+        == "MarianMTModel"
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
 
 from minitx.errors import UserError
 
@@ -20,9 +20,12 @@ SPACE = "\u2581"  # SentencePiece's visible space
 UNMATCHABLE = "\u0000not-in-this-side:"  # prefix of the other side's pieces
 
 
-def spm_tokenizer(spm_file: Path, vocab: dict[str, int], specials: list[str]) -> Tokenizer:
+def spm_tokenizer(
+    spm_file: Path, vocab: dict[str, int], specials: list[str], whole: list[str] = ()
+) -> Tokenizer:
     """Segment with `spm_file`; ids from `vocab` (piece → id, ids 0…n-1). `specials` (the unknown
-    token first) are matched whole in the text, before segmentation, as MarianTokenizer does."""
+    token first) and `whole` (tokens decoded as text, such as the language codes >>fra<<) are
+    matched whole in the text before segmentation, as MarianTokenizer does."""
     proto = _load_proto(spm_file)
     normal, user_defined = 1, 4  # SentencePiece piece types that segmentation uses
     scores = {p.piece: p.score for p in proto.pieces if p.type in (normal, user_defined)}
@@ -36,12 +39,13 @@ def spm_tokenizer(spm_file: Path, vocab: dict[str, int], specials: list[str]) ->
     lowest = min(scores.values())
     pieces = [
         (piece, scores.get(piece, lowest))
-        if piece in scores or piece in specials
+        if piece in scores or piece in specials or piece in whole
         else (UNMATCHABLE + piece, lowest)
         for piece in ordered
     ]
     tokenizer = Tokenizer(models.Unigram(pieces, unk_id=vocab[specials[0]], byte_fallback=False))
     tokenizer.add_special_tokens(specials)
+    tokenizer.add_tokens([AddedToken(token, normalized=False) for token in whole])
     spec = proto.normalizer_spec
     steps = []
     if spec.precompiled_charsmap:

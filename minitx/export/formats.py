@@ -50,7 +50,7 @@ def _write_onnx(model, cfg: Config, codecs: Codecs, target: RunDir, quantization
 def _write_transformers(model, cfg: Config, codecs: Codecs, target: RunDir, quantization, source):
     from transformers import GenerationConfig
 
-    exported = hf.hf_model(model, cfg, codecs.tgt)
+    exported = hf.hf_model(model, cfg, codecs)
     exported.generation_config = GenerationConfig(**hf.generation_settings(cfg, codecs.tgt))
     with quiet_transformers():
         exported.save_pretrained(target.root)

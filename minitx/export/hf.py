@@ -32,7 +32,7 @@ from torch import nn
 
 from minitx.config import Config, ModelConfig, config_to_dict
 from minitx.data.sources import SYNTHETIC
-from minitx.data.tokenizer import BOS, EOS, PAD, UNK, TextCodec
+from minitx.data.tokenizer import BOS, EOS, PAD, UNK, Codecs, TextCodec
 from minitx.errors import UserError
 from minitx.model.positions import halves_order
 from minitx.model.transformer import Seq2Seq
@@ -68,7 +68,7 @@ def check_expressible(cfg: Config) -> None:
             )
 
 
-def hf_model(model: Seq2Seq, cfg: Config, codec: TextCodec) -> nn.Module:
+def hf_model(model: Seq2Seq, cfg: Config, codecs: Codecs) -> nn.Module:
     """The `transformers` model (PegasusForConditionalGeneration or MarianMTModel) computing
     `model`'s function, in eval mode."""
     from transformers import (
@@ -79,7 +79,12 @@ def hf_model(model: Seq2Seq, cfg: Config, codec: TextCodec) -> nn.Module:
     )
 
     check_expressible(cfg)
-    m = cfg.model
+    if not codecs.joint:  # e.g. fine-tuned from an import, which brings a tokenizer per side
+        raise UserError(
+            "this run has a tokenizer per side, and a transformers tokenizer holds one "
+            "vocabulary; export it with --format ctranslate2"
+        )
+    codec, m = codecs.tgt, cfg.model
     common = dict(
         vocab_size=codec.vocab_size,
         d_model=m.d_model,
@@ -199,7 +204,8 @@ def _hf_weights(model: Seq2Seq, cfg: Config, codec: TextCodec, exported: nn.Modu
     bias = mine.get("decoder.output.bias", torch.zeros(codec.vocab_size))  # model.output_bias
     weights["final_logits_bias"] = bias[None]
     unset = {n for n in exported.state_dict() if n not in weights and "embed_positions" not in n}
-    assert not unset, f"transformers weights left unset: {sorted(unset)}"
+    if unset:  # a mapping that misses a weight would export random values
+        raise RuntimeError(f"transformers weights left unset: {sorted(unset)}")
     return weights
 
 
@@ -280,31 +286,31 @@ def model_card(cfg: Config, source: RunDir | None, architecture: str) -> str:
         "`huggingface-cli upload USER/NAME DIR .`).\n\n"
         f"## Scores (`minitx eval`)\n\n{scores or 'The run had no eval files when exported.'}\n\n"
         "## Training config (`minitx train`)\n\n"
-        f"```yaml\n{yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)}```\n"
+        f"```yaml\n{yaml.safe_dump(_card_config(cfg), sort_keys=False, allow_unicode=True)}```\n"
     )
 
 
 def _eval_results(run: RunDir, data) -> list[dict]:
-    name = data.path if _is_hub_id(data.path) else Path(data.path).name  # no local paths
+    dataset = _shareable(data.path)
     results = []
     for path in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
         scores = json.loads(path.read_text(encoding="utf-8"))
         metrics = [
             {
-                "type": name,
-                "name": name.upper() if name == "bleu" else "chrF",
-                "value": scores[name],
-                "args": scores.get(f"{name}_signature", ""),
+                "type": metric,
+                "name": metric.upper() if metric == "bleu" else "chrF",
+                "value": scores[metric],
+                "args": scores.get(f"{metric}_signature", ""),
             }
-            for name in ("bleu", "chrf")
-            if name in scores
+            for metric in ("bleu", "chrf")
+            if metric in scores
         ]
         if metrics:
             split = scores.get("data_split", path.stem)
             results.append(
                 {
                     "task": {"type": "translation", "name": f"Translation {data.src}-{data.tgt}"},
-                    "dataset": {"name": name, "type": name, "split": split},
+                    "dataset": {"name": dataset, "type": dataset, "split": split},
                     "metrics": metrics,
                 }
             )
@@ -319,5 +325,27 @@ def _are_languages(data) -> bool:
     return data.path != SYNTHETIC and all(code.fullmatch(c) for c in codes)
 
 
+def _card_config(cfg: Config) -> dict:
+    """The training config with local paths cut to their last part: a card is shared."""
+    raw = config_to_dict(cfg)
+    for section, key in (("data", "path"), ("tokenizer", "path"), ("train", "init_from")):
+        if raw[section].get(key):
+            raw[section][key] = _shareable(raw[section][key])
+    return raw
+
+
+def _shareable(path: str) -> str:
+    """A Hub id or `synthetic` as it is; a local path as its last part."""
+    return path if path == SYNTHETIC or _is_hub_id(path) else Path(path).name
+
+
 def _is_hub_id(path: str) -> bool:
-    return path != SYNTHETIC and not Path(path).expanduser().exists() and path.count("/") <= 1
+    """As data/sources.py reads data.path: no local directory, not path-like, at most one `/`."""
+    if path.startswith(("hf:", "hub:")):
+        path = path.split(":", 1)[1]
+    return (
+        path != SYNTHETIC
+        and not path.startswith((".", "/", "~"))
+        and not Path(path).expanduser().exists()
+        and path.count("/") <= 1
+    )

@@ -8,17 +8,14 @@ written under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from minitx.config import Config
 from minitx.data.labels import save_label_names
 from minitx.data.tokenizer import Codecs
-from minitx.errors import UserError
 from minitx.export.formats import ExportFormat
 from minitx.model.transformer import Classifier, Seq2Seq
-from minitx.run_dir import RunDir
+from minitx.run_dir import RunDir, staged_directory
 
 
 def export_model(
@@ -33,11 +30,7 @@ def export_model(
 ) -> dict:
     """Write the export of `model` into `out` (absent or empty); `origin` (run, checkpoint, step)
     goes into export.json, which is returned."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not an empty directory; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out, "--out") as staging:
         target = RunDir(staging)
         info = {"format": fmt.name, "task": cfg.task, "quantization": quantization, **origin}
         target.save_config(cfg)
@@ -46,9 +39,4 @@ def export_model(
             save_label_names(labels, target.labels_file)
         info.update(fmt.write(model, cfg, codecs, target, quantization, RunDir(origin["run"])))
         target.export_file.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        staging.rename(out)
-    finally:  # a failure (or Ctrl-C) leaves nothing half-written behind
-        shutil.rmtree(staging, ignore_errors=True)
     return info

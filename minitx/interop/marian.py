@@ -14,8 +14,6 @@ The import appends `<s>` as the last id, with the start token's embedding and an
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from minitx.inference.engines.base import require_extra
 from minitx.inference.engines.hf import quiet_transformers
 from minitx.model.checkpoint import save_checkpoint
 from minitx.model.positions import halves_order
-from minitx.run_dir import RunDir
+from minitx.run_dir import RunDir, staged_directory
 from minitx.tasks import get_task
 
 NEVER = -1e4  # an output bias that keeps a token out of every prediction
@@ -40,11 +38,11 @@ MARIAN_FILES = ("config.json", "vocab.json", "source.spm", "target.spm")
 def import_marian(source: str, out: Path) -> dict:
     """Write the Marian model `source` (hf:PATH or hf:HUB_ID) as a run in `out` (absent or empty);
     returns what import.json records. Nothing is left in `out` if anything fails."""
-    require_extra("transformers", "hf")
-    require_extra("sentencepiece", "hf")
+    for module in ("transformers", "sentencepiece", "google.protobuf"):  # protobuf: .spm files
+        require_extra(module, "hf")
     if not source.startswith("hf:"):
         raise UserError(f"import takes hf:PATH or hf:HUB_ID (a Marian model), got '{source}'")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before the slow part
         raise UserError(f"{out} exists and is not an empty directory; choose another run directory")
     marian, tokenizer = _load(source[3:])
     cfg = _config(marian, tokenizer)
@@ -52,19 +50,12 @@ def import_marian(source: str, out: Path) -> dict:
     network = get_task("translation").build_model(cfg, codecs, None)
     network.load_state_dict(_minitx_weights(marian, cfg, tokenizer))
     info = {"imported_from": source, "architecture": type(marian).__name__}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_directory(out, "run directory") as staging:
         run = RunDir(staging)
         run.save_config(cfg)
         codecs.save(run)
         save_checkpoint(run.checkpoint("best"), network, {"step": 0, **info})
         (staging / "import.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return info
 
 
@@ -79,11 +70,15 @@ def _load(where: str):
             raise UserError(
                 f"{where} lacks {', '.join(missing)}; a Marian folder holds {', '.join(MARIAN_FILES)}"
             )
-        model_type = json.loads((local / "config.json").read_text()).get("model_type")
+        try:
+            model_type = json.loads((local / "config.json").read_text()).get("model_type")
+        except (ValueError, AttributeError):  # not JSON, or not an object
+            raise UserError(f"{local / 'config.json'} is not a JSON object") from None
         if model_type != "marian":
             raise UserError(
                 f"{where} holds a {model_type} model; minitx imports Marian (OPUS-MT) models"
             )
+        where = str(local)  # transformers does not expand ~
     elif local.exists() or where.startswith((".", "/", "~")):
         raise UserError(f"{where} is not a Marian model folder")
     try:
@@ -167,10 +162,14 @@ def _config(marian, tokenizer) -> Config:
 
 
 def _codecs(tokenizer) -> Codecs:
-    specials = [UNK, EOS, PAD]
+    # Target-language codes of multilingual models (>>fra<<) stay whole, as MarianTokenizer keeps
+    # them.
+    codes = [
+        token for token in tokenizer.encoder if token.startswith(">>") and token.endswith("<<")
+    ]
     sides = []
     for spm_file in tokenizer.spm_files:  # source, target
-        side = spm_tokenizer(Path(spm_file), tokenizer.encoder, specials)
+        side = spm_tokenizer(Path(spm_file), tokenizer.encoder, [UNK, EOS, PAD], codes)
         side.add_special_tokens([BOS])  # the last id: see the module's docstring
         sides.append(TextCodec(side))
     return Codecs(*sides)

@@ -45,7 +45,10 @@ class ExportedRun:
     info: dict
 
 
-EXTRAS = {"export": "CTranslate2, ONNX, ONNX Runtime", "hf": "transformers, sentencepiece"}
+EXTRAS = {
+    "export": "CTranslate2, ONNX, ONNX Runtime",
+    "hf": "transformers, sentencepiece, protobuf",
+}
 
 
 def require_extra(module: str, extra: str = "export") -> None:

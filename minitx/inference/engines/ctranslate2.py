@@ -19,9 +19,10 @@ from minitx.inference.engines.base import (
 )
 
 # CTranslate2 closes a sentence's beam once beam_size × patience hypotheses have finished (Kasai
-# et al., 2022); minitx closes it once no live beam could beat the K-th finished one. Patience 2 makes
-# CTranslate2 search on past the first K finished, as minitx does: on the quickstart test set both
-# then agree on every beam-5 output (patience 1 differs on 17 of 300).
+# et al., 2022); minitx closes it once its best live beam, at its current length, scores no better
+# than the K-th finished one. Patience 2 makes CTranslate2 search on past the first K finished, as
+# minitx does (on the quickstart test set, with minitx's rule of 2026-11, they then agreed on every
+# beam-5 output; patience 1 differed on 17 of 300; tests/test_export.py checks 60 at beam 4).
 BEAM_PATIENCE = 2.0
 
 

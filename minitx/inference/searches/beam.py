@@ -1,5 +1,5 @@
-"""Beam search with n-best, batched over sentences: fairseq's expansion step, and a stopping rule
-that lets no live beam that could still win be shut out (Hugging Face's `early_stopping=False`)."""
+"""Beam search with n-best, batched over sentences: fairseq's expansion step, and the stopping rule
+of Hugging Face's `generate()` with `early_stopping=False`."""
 
 from __future__ import annotations
 
