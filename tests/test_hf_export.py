@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from minitx.api import load
+from minitx.api import export_run, load
 from minitx.data.sources import load_pairs
 
 from conftest import train_numbers
@@ -33,9 +33,8 @@ def exported(request, tmp_path_factory):
     """A confident number-task run of each norm placement, evaluated, and its transformers export."""
     root = tmp_path_factory.mktemp(f"hf-{request.param}")
     run = train_numbers(root / "run", norm=request.param, **MODELS[request.param])
-    assert minitx_cli("eval", run, "--split", "test", "-q").returncode == 0
-    done = minitx_cli("export", run, "--format", "transformers", "--out", root / "hf", "-q")
-    assert done.returncode == 0, done.stderr
+    load(run).evaluate("test")  # in-process, as the refusals below test the command line
+    export_run(run, root / "hf", format="transformers")
     return run, root / "hf", request.param
 
 
