@@ -90,6 +90,20 @@ def test_no_warmup_starts_at_the_peak():
     )
 
 
+def test_cosine_follows_the_time_budget_when_it_runs_out_before_max_steps():
+    warmup, max_steps = 10, 10**6
+    # a quarter of the time after warmup spent at step 20: the rate of progress 1/4
+    quarter = (1 + math.sqrt(0.5)) / 2
+    assert lr_factor(20, "cosine", warmup, max_steps, 0.0, 0.25) == pytest.approx(quarter)
+    assert lr_factor(20, "cosine", warmup, max_steps, 0.1, 1.0) == pytest.approx(0.1)
+    assert lr_factor(20, "cosine", warmup, max_steps, 0.1, 3.0) == pytest.approx(0.1)  # overrun
+    # whichever limit is nearer decides: 59 of 100 steps beat a tenth of the time
+    assert lr_factor(59, "cosine", warmup, 110, 0.0, 0.1) == pytest.approx(0.5)
+    # warmup and the other schedules do not look at the clock
+    assert lr_factor(4, "cosine", warmup, max_steps, 0.0, 0.9) == pytest.approx(0.5)
+    assert lr_factor(99, "inverse_sqrt", warmup, max_steps, 0.0, 0.9) == pytest.approx(math.sqrt(0.1))
+
+
 # --- build_scheduler on a real optimizer ----------------------------------------------------------
 
 

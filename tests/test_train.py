@@ -78,6 +78,27 @@ def test_max_time_stops_after_that_much_training(parallel_dir, tmp_path):
     assert 1.0 <= end["elapsed"] < 60 and 1 <= end["step"] < 100000
 
 
+def test_cosine_with_max_time_reaches_its_floor_when_time_runs_out(parallel_dir, tmp_path):
+    """max_steps is far away; the schedule decays over the 3 s budget instead, so the last
+    steps train near min_lr and the rate falls step by step after warmup."""
+    cfg = _config(
+        parallel_dir,
+        max_steps=100000,
+        max_time="3s",
+        eval_every=100000,
+        log_every=1,
+        schedule="cosine",
+        warmup_steps=2,
+        lr=1e-3,
+        min_lr=1e-5,
+    )
+    _train(cfg, tmp_path / "run")
+    rates = [e["lr"] for e in _events(tmp_path / "run") if e["event"] == "train"]
+    assert len(rates) >= 10 and rates[1] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:], strict=False))
+    assert rates[-1] < 0.1 * 1e-3  # within the last tenth of the cosine: its floor is near
+
+
 def test_bf16_on_a_cpu_without_native_bf16_warns_with_the_fix(
     parallel_dir, tmp_path, monkeypatch, caplog
 ):

@@ -78,13 +78,17 @@ class Ranks:
         result = self.main_only(job)
         return result if self.is_main else job()
 
-    def any(self, flags: list[bool]) -> list[bool]:
-        """Each flag true on every rank when it is true on any (one host-side all-reduce)."""
+    def maximum(self, values: list[float]) -> list[float]:
+        """Each value's maximum over the ranks (one host-side all-reduce)."""
         if not self.distributed:
-            return flags
-        tensor = torch.tensor([int(flag) for flag in flags], dtype=torch.int32)
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.control)
-        return [bool(value) for value in tensor.tolist()]
+        return tensor.tolist()
+
+    def any(self, flags: list[bool]) -> list[bool]:
+        """Each flag true on every rank when it is true on any."""
+        return [value > 0 for value in self.maximum([float(flag) for flag in flags])]
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum over ranks of a tensor on this rank's device (a copy; the input is unchanged)."""

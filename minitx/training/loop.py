@@ -106,7 +106,7 @@ class Training:
         model = self.task.build_model(cfg, self.data.codecs, self.data.labels)
         if self.origin is not None:  # fine-tuning: the earlier run's weights, fresh optimizer
             load_weights(self.origin, model, torch.device("cpu"))
-        self.trainer = Trainer(model, cfg.train, self.compute, ranks)
+        self.trainer = Trainer(model, cfg.train, self.compute, ranks, self.max_time)
         self.n_params = sum(p.numel() for p in model.parameters())
         ranks.main_only(lambda: check_free_space(run.checkpoints_dir, self.n_params))
         main = ranks.is_main
@@ -281,7 +281,9 @@ class Training:
             reason = f"no improvement in {cfg.patience} validations"
         signal_number = signals.signal_number
         if self.ranks.distributed:  # clocks, signals and validations are per rank: agree
-            signalled, stopping = self.ranks.any([signal_number is not None, reason is not None])
+            # (the slowest clock on every rank, so a time-bounded schedule sets one rate)
+            flags = [signal_number is not None, reason is not None, state.elapsed]
+            signalled, stopping, state.elapsed = self.ranks.maximum(flags)
             if signalled and signal_number is None:
                 signal_number = signal.SIGTERM  # as torchrun forwards it
             if stopping and reason is None:

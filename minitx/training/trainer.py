@@ -41,6 +41,7 @@ class TrainState:
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
     targets: int = 0  # loss terms trained on: target tokens (translation) or examples
     elapsed: float = 0.0  # training wall time in seconds, summed over resumes
+    warmup_elapsed: float | None = None  # `elapsed` when warmup ended
     best_score: float | None = None
     bad_validations: int = 0  # validations since the best one, for early stopping
     # The steps since the last log line, summed over ranks, as of the last checkpoint: a resumed
@@ -53,16 +54,24 @@ class TrainState:
 class Trainer:
     """Model, optimizer, learning-rate schedule, loss scaler and counters; `step` trains one step."""
 
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, compute: Compute, ranks: Ranks):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        compute: Compute,
+        ranks: Ranks,
+        max_time: float = math.inf,
+    ):
         self.cfg, self.compute, self.ranks = cfg, compute, ranks
+        self.max_time = max_time  # seconds: train.max_time
         self.model = model.to(compute.device)
         cuda = compute.device.type == "cuda"
         self.optimizer = build_optimizer(self.model, cfg, fused=cuda)
-        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.state = TrainState()  # before the scheduler, whose first rate reads it
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.time_progress)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (a disabled
         # scaler passes everything through).
         self.scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.dtype == "fp16")
-        self.state = TrainState()
         self.replica = self._replicate() if ranks.distributed else self.model
         self.step_model = torch.compile(self.replica) if cfg.compile else self.replica
 
@@ -147,8 +156,17 @@ class Trainer:
         """The learning rate of the current step."""
         return self.scheduler.get_last_lr()[0]
 
+    def time_progress(self) -> float:
+        """The share of the time budget after warmup spent so far (0 without train.max_time)."""
+        start = self.state.warmup_elapsed
+        if start is None or math.isinf(self.max_time):
+            return 0.0
+        return (self.state.elapsed - start) / max(self.max_time - start, 1e-9)
+
     def count_step(self, batches: int, targets: int, epoch_done: bool) -> None:
         """Advance the schedule and the counters past a step that did not diverge."""
+        if self.state.step + 1 >= self.cfg.warmup_steps and self.state.warmup_elapsed is None:
+            self.state.warmup_elapsed = self.state.elapsed
         self.scheduler.step()
         self.state.step += 1
         self.state.targets += targets
