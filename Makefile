@@ -14,7 +14,7 @@ $(BIN)/minitx:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install '$(TORCH)'
-	$(BIN)/pip install -e '.[dev,browser,export,hf,serve]'
+	$(BIN)/pip install -e '.[dev,browser,export,hf,serve,sweep]'
 
 install:
 	rm -f $(BIN)/minitx

@@ -16,3 +16,20 @@ class TrainingInterrupted(Exception):
     def __init__(self, signal_number: int, message: str):
         super().__init__(message)
         self.signal_number = signal_number
+
+
+EXTRAS = {  # pyproject.toml's optional dependencies, as a user needs to hear of them
+    "export": "CTranslate2, ONNX, ONNX Runtime",
+    "hf": "transformers, sentencepiece, protobuf",
+    "sweep": "Optuna",
+}
+
+
+def require_extra(module: str, extra: str = "export") -> None:
+    """Import `module` or say which extra to install (one line, exit 2)."""
+    try:
+        __import__(module)
+    except ImportError:
+        raise UserError(
+            f"this needs {module}: pip install 'minitx[{extra}]' ({EXTRAS[extra]})"
+        ) from None

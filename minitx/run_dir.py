@@ -162,31 +162,14 @@ class RunDir:
         save_config(cfg, self.config_file)
         self._config = cfg
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run for training: a second `minitx train` of it stops with the holder's pid.
-
-        An flock dies with its process, so a run whose trainer was killed is never left locked.
-        """
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the run for training: a second `minitx train` of it stops with the holder's pid."""
         self._make()
-        with self.lock_file.open("a+", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                raise UserError(
-                    f"{self.root} is being trained by another process (pid {holder}); wait for "
-                    "it to finish or stop it, or train into another --run-dir"
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return held_exclusively(
+            self.lock_file,
+            f"{self.root} is being trained by another process (pid {{holder}}); wait for it to "
+            "finish or stop it, or train into another --run-dir",
+        )
 
     def prepare(self, cfg: Config, fresh: bool) -> Config | None:
         """Make the directory ready to train `cfg`: wipe it when `fresh`, or check that resuming
@@ -270,3 +253,23 @@ def config_differences(old: Config, new: Config, sections: tuple[str, ...]) -> l
         elif before != after:
             changes.append(f"{section}: {before!r} → {after!r}")
     return changes
+
+
+@contextlib.contextmanager
+def held_exclusively(lock_file: Path, busy: str) -> Iterator[None]:
+    """Hold `lock_file` (an flock, which dies with its process, so a killed holder never leaves it
+    locked), or raise `busy` with {holder} filled in with the holder's pid."""
+    with lock_file.open("a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise UserError(busy.format(holder=handle.read().strip() or "unknown")) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -149,6 +149,7 @@ TRAIN_OVERRIDES = [
     *("--set", "train.max_steps=40"),
     *("--set", "train.eval_every=40"),
     *("--set", "data.synthetic_size=2000"),
+    *("--set", "train.eval_max_sentences=50"),  # an untrained model's outputs run long
     "--fresh",
     "--yes",
 ]

@@ -136,7 +136,7 @@ def test_a_model_ctranslate2_cannot_run_is_refused_naming_the_key(tmp_path):
 
 
 def test_a_missing_extra_names_what_to_install():
-    from minitx.inference.engines import require_extra
+    from minitx.errors import require_extra
 
     with pytest.raises(UserError, match=r"pip install 'minitx\[export\]'"):
         require_extra("an_engine_that_is_not_installed")

@@ -101,7 +101,9 @@ def test_cosine_follows_the_time_budget_when_it_runs_out_before_max_steps():
     assert lr_factor(59, "cosine", warmup, 110, 0.0, 0.1) == pytest.approx(0.5)
     # warmup and the other schedules do not look at the clock
     assert lr_factor(4, "cosine", warmup, max_steps, 0.0, 0.9) == pytest.approx(0.5)
-    assert lr_factor(99, "inverse_sqrt", warmup, max_steps, 0.0, 0.9) == pytest.approx(math.sqrt(0.1))
+    assert lr_factor(99, "inverse_sqrt", warmup, max_steps, 0.0, 0.9) == pytest.approx(
+        math.sqrt(0.1)
+    )
 
 
 # --- build_scheduler on a real optimizer ----------------------------------------------------------

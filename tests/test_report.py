@@ -33,7 +33,7 @@ def test_the_curves_carry_the_logged_numbers(reported):
     page = (reported / "report.html").read_text(encoding="utf-8")
     chart = re.search(r'<svg class="chart" data-name="train loss".*?</svg>', page, re.S).group(0)
     drawn = [
-        (int(s), float(v)) for s, v in re.findall(r'data-step="(\d+)" data-value="([^"]+)"', chart)
+        (int(s), float(v)) for s, v in re.findall(r'data-x="(\d+)" data-value="([^"]+)"', chart)
     ]
     logged = [(e["step"], e["loss"]) for e in _events(reported) if e["event"] == "train"]
     assert drawn == logged and len(logged) == 4

@@ -16,7 +16,7 @@ from minitx.errors import ReportedElsewhere, TrainingInterrupted, UserError
 
 # The command modules register their commands on `app`, in the order `minitx --help` lists them.
 # isort: off
-from minitx.cli import train, evaluate, translate, predict, look, ship  # noqa: F401, E402
+from minitx.cli import train, sweep, evaluate, translate, predict, look, ship  # noqa: F401, E402
 # isort: on
 
 try:  # Typer 0.28 and later raise their own usage errors and no longer use Click

@@ -139,7 +139,9 @@ class TrainConfig:
     accumulate: int = _key(1, "batches per optimizer step (gradient accumulation)", min=1)
     lr: float = _key(5e-4, "peak learning rate", min=0.0)
     schedule: Literal["inverse_sqrt", "cosine", "constant"] = _key(
-        "inverse_sqrt", "learning-rate schedule after linear warmup"
+        "inverse_sqrt",
+        "learning-rate schedule after linear warmup; cosine reaches min_lr when max_steps or "
+        "max_time, whichever comes first, ends training",
     )
     warmup_steps: int = _key(1000, "linear warmup steps", min=0)
     min_lr: float = _key(0.0, "cosine: final learning rate", min=0.0)

@@ -11,11 +11,11 @@ from torch import nn
 
 from minitx.config import Config
 from minitx.data.tokenizer import Codecs
-from minitx.errors import UserError
+from minitx.errors import UserError, require_extra
 from minitx.export import ctranslate2 as ct2
 from minitx.export import hf
 from minitx.export.onnx import export_onnx
-from minitx.inference.engines import EXPORT_ENGINES, require_extra
+from minitx.inference.engines import EXPORT_ENGINES
 from minitx.inference.engines.hf import quiet_transformers
 from minitx.model.transformer import Classifier, Seq2Seq
 from minitx.run_dir import RunDir

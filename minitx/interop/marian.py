@@ -22,9 +22,8 @@ import torch
 from minitx.config import Config, config_from_dict
 from minitx.data.sentencepiece import spm_tokenizer
 from minitx.data.tokenizer import BOS, EOS, PAD, UNK, Codecs, TextCodec
-from minitx.errors import UserError
+from minitx.errors import UserError, require_extra
 from minitx.export.hf import to_halves, weight_map
-from minitx.inference.engines.base import require_extra
 from minitx.inference.engines.hf import quiet_transformers
 from minitx.model.checkpoint import save_checkpoint
 from minitx.model.positions import halves_order

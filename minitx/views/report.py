@@ -45,9 +45,15 @@ def curves(events: list[dict]) -> dict[str, list[tuple[int, float]]]:
 
 
 def svg_chart(
-    name: str, points: list[tuple[int, float]], width: int = 360, height: int = 180
+    name: str,
+    points: list[tuple[float, float]],
+    x_name: str = "step",
+    connect: bool = True,
+    width: int = 360,
+    height: int = 180,
 ) -> str:
-    """A line chart with axes labels and one circle per point carrying its value as a tooltip."""
+    """A line chart (or, unconnected, a scatter plot) with axes labels and one circle per point
+    carrying its value as a tooltip."""
     steps = [s for s, _ in points]
     values = [v for _, v in points]
     low, high = min(values), max(values)
@@ -61,8 +67,8 @@ def svg_chart(
     coordinates = [xy(s, v) for s, v in points]
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coordinates)
     dots = "".join(
-        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" data-step="{s}" data-value="{v:g}">'
-        f"<title>step {s}: {v:g}</title></circle>"
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" data-x="{s:g}" data-value="{v:g}">'
+        f"<title>{html.escape(x_name)} {s:g}: {v:g}</title></circle>"
         for (x, y), (s, v) in zip(coordinates, points, strict=True)
     )
     return (
@@ -70,9 +76,14 @@ def svg_chart(
         f'<text x="{left}" y="13" class="chart-title">{html.escape(name)}</text>'
         f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{high:.4g}</text>'
         f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">{low:.4g}</text>'
-        f'<text x="{left}" y="{height - 8}">step {min(steps)}</text>'
-        f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end">{max(steps)}</text>'
-        f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>{dots}</svg>'
+        f'<text x="{left}" y="{height - 8}">{html.escape(x_name)} {min(steps):g}</text>'
+        f'<text x="{left + plot_w}" y="{height - 8}" text-anchor="end">{max(steps):g}</text>'
+        + (
+            f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>'
+            if connect
+            else ""
+        )
+        + f"{dots}</svg>"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from minitx.inference.engines.base import Engine, ExportedRun, require_extra
+from minitx.inference.engines.base import Engine, ExportedRun
 from minitx.inference.engines.ctranslate2 import CTranslate2Engine
 from minitx.inference.engines.hf import TransformersEngine
 from minitx.inference.engines.onnx import OnnxEngine
@@ -18,4 +18,4 @@ EXPORT_ENGINES: dict[str, Callable[[ExportedRun], Engine]] = {
     "transformers": TransformersEngine,
 }
 
-__all__ = ["EXPORT_ENGINES", "Engine", "ExportedRun", "PyTorchEngine", "require_extra"]
+__all__ = ["EXPORT_ENGINES", "Engine", "ExportedRun", "PyTorchEngine"]

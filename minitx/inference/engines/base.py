@@ -45,22 +45,6 @@ class ExportedRun:
     info: dict
 
 
-EXTRAS = {
-    "export": "CTranslate2, ONNX, ONNX Runtime",
-    "hf": "transformers, sentencepiece, protobuf",
-}
-
-
-def require_extra(module: str, extra: str = "export") -> None:
-    """Import `module` or say which extra to install (one line, exit 2)."""
-    try:
-        __import__(module)
-    except ImportError:
-        raise UserError(
-            f"this needs {module}: pip install 'minitx[{extra}]' ({EXTRAS[extra]})"
-        ) from None
-
-
 # Engines that take one length limit per call, as CTranslate2 and `generate()` do, run each
 # length-sorted batch at its largest sentence limit and cut a hypothesis longer than its own
 # sentence's limit back to it (minitx's limit is per sentence): only outputs that run to the

@@ -8,13 +8,13 @@ import dataclasses
 import torch
 
 from minitx.config import DecodeConfig
+from minitx.errors import require_extra
 from minitx.inference.decode import Hypothesis
 from minitx.inference.engines.base import (
     ExportedRun,
     check_export_inputs,
     length_sorted_batches,
     output_limit,
-    require_extra,
     within_limit,
 )
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from minitx.inference.engines.base import ExportedRun, require_extra
+from minitx.errors import require_extra
+from minitx.inference.engines.base import ExportedRun
 
 
 class OnnxEngine:
