@@ -115,6 +115,29 @@ class Model:
         found = self.engine.translate(list(texts), decode)
         return [Translation(text, hyps) for text, hyps in zip(texts, found, strict=True)]
 
+    def translate_split(
+        self, split: str, output: str | Path, decode: DecodeConfig | None = None
+    ) -> tuple[Path, Path]:
+        """Translate the source side of a split of the run's data (a role or the data's own
+        split name) into OUTPUT.<src> and OUTPUT.<tgt>, a parallel corpus `data.path` reads: a
+        distilled or back-translated training set. A call that was stopped goes on after the
+        pairs it wrote. Returns the two files."""
+        from minitx.data.parallel_output import ParallelOutput
+        from minitx.progress import bar
+
+        self._require(self.task.generates_text, "translate")
+        decode = dataclasses.replace(decode or self.config.decode, n_best=1, alignments=False)
+        sources = list(self.task.load_split(self.config, split)["src"])
+        out = ParallelOutput(Path(output), self.config.data.src, self.config.data.tgt)
+        chunk = 1000  # pairs written (and kept by a stop) at a time
+        with bar(total=len(sources), initial=out.done, desc="translate", unit="sent") as shown:
+            for start in range(out.done, len(sources), chunk):
+                part = sources[start : start + chunk]
+                found = self.engine.translate(part, decode)
+                out.append(part, [hypotheses[0].text if hypotheses else "" for hypotheses in found])
+                shown.update(len(part))
+        return out.src_file, out.tgt_file
+
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify each text (sentence pairs as `text<TAB>pair`)."""
         if isinstance(texts, str):

@@ -50,6 +50,12 @@ def translate(
     output_format: str = typer.Option(
         "text", "--format", help="text: one line per hypothesis; jsonl: one object per input."
     ),
+    split: str | None = typer.Option(
+        None, "--split", help="Translate this split of the run's data into --output (distillation)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="With --split: write OUTPUT.<src> and OUTPUT.<tgt>."
+    ),
     checkpoint: str = CHECKPOINT,
     overrides: list[str] = SETS,
     quiet: bool = QUIET,
@@ -70,15 +76,30 @@ def translate(
       minitx translate runs/multi30k_de_en_raw --sample --top-p 0.9 --seed 1 < mono.de > back.en
       minitx translate runs/multi30k_de_en_raw -i sentences.de --length-penalty 0.6
       tail -f sentences.de | minitx translate runs/multi30k_de_en_raw
+      minitx translate runs/multi30k_de_en_raw --split train --output distilled/train --beam 5
+
+    With --split and --output the source side of a split of the run's data and its translations
+    become a parallel corpus (OUTPUT.de and OUTPUT.en here) for data.path; run the same command
+    again to go on after a stop.
     """
     from minitx.api import load
 
     start(quiet)
     if output_format not in ("text", "jsonl"):
         raise UserError(f"--format must be text or jsonl, got '{output_format}'")
+    if (split is None) != (output is None):
+        raise UserError("--split and --output go together: the split's translations go to a file")
+    if split is not None and (texts or input_file):
+        raise UserError(
+            "with --split the sentences come from the split; leave out texts and --input"
+        )
     model = load(run_dir, checkpoint, overrides=overrides)
     # Checked once, before any input is read; every batch then decodes with these settings.
     decode = model.decode_config(**decode_options)
+    if split is not None and output is not None:
+        written = model.translate_split(split, output, decode)
+        typer.echo(f"wrote {written[0]} and {written[1]}")
+        return
     for lines in input_batches(texts, input_file, decode.batch_size):
         found = for_non_empty(lines, lambda some: model.translate(some, decode=decode))
         print_lines(
