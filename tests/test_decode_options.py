@@ -26,7 +26,10 @@ NAMES = [option.name for option in DECLARED]
 BOUND_KEYS = ("min", "max", "above")
 # Bounds as the config declares them, each option's {min, max, above} that it has.
 BOUNDS = {o.name: {k: o.metadata[k] for k in BOUND_KEYS if k in o.metadata} for o in DECLARED}
-NOT_DECODE = {"run_dir", "texts", "input_file", "output_format", "checkpoint", "overrides", "quiet"}
+NOT_DECODE = {
+    "run_dir", "texts", "input_file", "output_format", "split", "output", "checkpoint", "overrides",
+    "quiet",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

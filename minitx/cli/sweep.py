@@ -34,8 +34,9 @@ def sweep(
     overrides: list[str] = SETS,
     quiet: bool = QUIET,
 ) -> None:
-    """Search config values with Optuna (TPE, median pruning); each trial is a run in STUDY/trial-K.
+    """Search config values with Optuna; each trial is a run.
 
+    Trials sample with TPE and are pruned by the median rule; trial K trains into STUDY/trial-K.
     The objective is the best validation value of train.early_stopping_metric. The study is kept
     in STUDY/study.db: run the same command again to go on after a stop. At the end (and with
     --show) it prints the trials, writes STUDY/best.yaml for `minitx train` and STUDY/report.html.
@@ -44,7 +45,7 @@ def sweep(
     Examples:
 
     \b
-      minitx sweep configs/quickstart.yaml --space configs/quickstart_space.yaml --trials 10 --time-per-trial 2m
+      minitx sweep configs/quickstart.yaml --space configs/spaces/quickstart.yaml --trials 10 --time-per-trial 2m
       minitx sweep --show sweeps/quickstart
       minitx train sweeps/quickstart/best.yaml
     """

@@ -11,6 +11,7 @@ import yaml
 
 from minitx.config import apply_overrides, config_from_dict
 from minitx.errors import UserError, require_extra
+from minitx.run_dir import RunDir
 from minitx.sweep.space import overrides
 from minitx.sweep.study import Sweep, make_sweep, open_study, read_validations
 
@@ -39,9 +40,7 @@ def trial_rows(sweep: Sweep) -> list[TrialRow]:
     rows = []
     for trial in open_study(sweep).trials:
         run_dir = trial.user_attrs.get("run_dir", "")
-        steps = [
-            step for step, _ in read_validations(Path(run_dir) / "metrics.jsonl", sweep.metric)
-        ]
+        steps = [step for step, _ in read_validations(RunDir(run_dir).metrics_file, sweep.metric)]
         rows.append(
             TrialRow(
                 trial.number,

@@ -74,7 +74,7 @@ def run_sweep(request: SweepRequest, say: Callable[[str], None]) -> Sweep:
     require_extra("optuna", "sweep")
     sweep = prepare(request)
     with held_exclusively(
-        request.study_dir / ".lock",
+        request.study_dir / "sweep.lock",
         f"{request.study_dir} is in use by another minitx sweep (pid {{holder}})",
     ):
         study = open_study(sweep)
@@ -251,7 +251,7 @@ class _Objective:
                 command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_end_with_parent
             )
             try:
-                scores = self._follow(trial, child, Path(run_dir) / "metrics.jsonl")
+                scores = self._follow(trial, child, RunDir(run_dir).metrics_file)
             finally:
                 if child.poll() is None:  # pruned, or the sweep itself is stopping
                     child.send_signal(signal.SIGTERM)
