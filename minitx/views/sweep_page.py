@@ -1,5 +1,5 @@
-"""A sweep's report page, STUDY/report.html: the trials table, the objective per trial, and the
-objective against each searched parameter (a choice's values are placed in the order the space
+"""A sweep's report page, STUDY/report.html: the trials table, the objective per finished trial,
+and the objective against each searched parameter (a choice's values are placed in the order the space
 lists them; a log range on log10 of its values). Self-contained, like the run report."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from minitx.views.report import PAGE, svg_chart
 
 
 def write_sweep_page(sweep: Sweep, rows: list[TrialRow]) -> Path:
-    scored = [row for row in rows if row.value is not None]
+    # A pruned trial's value is from the step it was stopped at: not comparable, not drawn.
+    scored = [row for row in rows if row.state == "complete" and row.value is not None]
     metric = sweep.metric
     charts = []
     if scored:
@@ -58,7 +59,7 @@ def write_sweep_page(sweep: Sweep, rows: list[TrialRow]) -> Path:
         f"<h1>sweep {html.escape(sweep.study_dir.name)}: validation {html.escape(metric)} "
         f"({'lower' if sweep.lower_is_better else 'higher'} is better)</h1>",
         f"<h2>Trials</h2><pre class='trials'>{html.escape(table(sweep, rows))}</pre>",
-        "<h2>Objective</h2><div class='charts'>",
+        "<h2>Objective of the finished trials</h2><div class='charts'>",
         *charts,
         "</div>",
     ]
