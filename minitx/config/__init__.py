@@ -7,7 +7,9 @@ from minitx.config.loading import (
     config_to_dict,
     describe_keys,
     load_config,
+    read_config_file,
     save_config,
+    yaml_scalar,
 )
 from minitx.config.schema import (
     Config,
@@ -34,5 +36,7 @@ __all__ = [
     "describe_keys",
     "load_config",
     "parse_duration",
+    "read_config_file",
     "save_config",
+    "yaml_scalar",
 ]

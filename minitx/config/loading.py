@@ -26,6 +26,12 @@ from minitx.errors import UserError
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML file, apply `key.sub=value` overrides, validate; raise UserError listing all problems."""
+    raw = read_config_file(path)
+    return config_from_dict(apply_overrides(raw, overrides), source=str(path))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A config file's mapping as written, before overrides and validation."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
@@ -44,7 +50,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise UserError(
             f"{path}: the top level must be a mapping of sections (task, data, model, …)"
         )
-    return config_from_dict(apply_overrides(raw, overrides), source=str(path))
+    return raw
 
 
 def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
@@ -241,12 +247,12 @@ def describe_keys() -> list[tuple[str, str, str]]:
                     if f.default_factory is not dataclasses.MISSING
                     else f.default
                 )
-                rows.append((f"{section.name}.{f.name}", _yaml_scalar(default), f.metadata["help"]))
+                rows.append((f"{section.name}.{f.name}", yaml_scalar(default), f.metadata["help"]))
         else:
-            rows.append((section.name, _yaml_scalar(section.default), section.metadata["help"]))
+            rows.append((section.name, yaml_scalar(section.default), section.metadata["help"]))
     return rows
 
 
-def _yaml_scalar(value: Any) -> str:
+def yaml_scalar(value: Any) -> str:
     text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False)
     return text.strip().removesuffix("...").strip()

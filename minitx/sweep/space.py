@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from minitx.config import Config, apply_overrides, config_from_dict
+from minitx.config import Config, apply_overrides, config_from_dict, yaml_scalar
 from minitx.errors import UserError
 
 
@@ -127,8 +127,4 @@ def _is_number(value: Any) -> bool:
 
 def overrides(params: dict[str, Any]) -> list[str]:
     """A trial's parameter values as `--set KEY=VALUE` overrides (values written as YAML)."""
-    return [f"{key}={_yaml_scalar(value)}" for key, value in params.items()]
-
-
-def _yaml_scalar(value: Any) -> str:
-    return yaml.safe_dump(value).strip().removesuffix("...").strip()
+    return [f"{key}={yaml_scalar(value)}" for key, value in params.items()]

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from minitx.config import apply_overrides, config_from_dict
+from minitx.config import apply_overrides, config_from_dict, read_config_file
 from minitx.errors import UserError, require_extra
 from minitx.run_dir import RunDir, held_exclusively
 from minitx.sweep.space import Parameter, load_space, overrides
@@ -132,12 +132,7 @@ def make_sweep(study_dir: Path, base: dict, space_file: Path) -> Sweep:
 
 
 def _base_config(request: SweepRequest) -> dict:
-    try:
-        raw = yaml.safe_load(request.config.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"config file {request.config} not found") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{request.config}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = read_config_file(request.config)
     sets = list(request.sets)
     if request.time_per_trial:
         sets.append(f"train.max_time={request.time_per_trial}")
