@@ -13,6 +13,7 @@ from minitx.config.loading import (
 )
 from minitx.config.schema import (
     Config,
+    CorpusConfig,
     DataConfig,
     DecodeConfig,
     ModelConfig,
@@ -24,6 +25,7 @@ from minitx.config.schema import (
 
 __all__ = [
     "Config",
+    "CorpusConfig",
     "DataConfig",
     "DecodeConfig",
     "ModelConfig",

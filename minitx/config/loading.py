@@ -126,6 +126,16 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
         if dataclasses.is_dataclass(hint_type):
             values[key] = _build(hint_type, value, f"{prefix}{key}.", errors)
             continue
+        item_type = _dataclass_items(hint_type)
+        if item_type:
+            if not isinstance(value, list):
+                errors.append(f"{prefix}{key}: expected a list of mappings, got {value!r}")
+                continue
+            values[key] = [
+                _build(item_type, item, f"{prefix}{key}[{i}].", errors)
+                for i, item in enumerate(value)
+            ]
+            continue
         if isinstance(value, str) and float in _flat_types(hint_type) and _FLOAT.fullmatch(value):
             value = float(value)  # YAML 1.1 reads 2e-3 (no dot) as a string
         problem = _type_problem(value, hint_type)
@@ -144,6 +154,15 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
             continue
         values[key] = value
     return cls(**values)
+
+
+def _dataclass_items(hint: Any) -> type | None:
+    """The item type of a list-of-sections key (data.train_corpora), else None."""
+    if typing.get_origin(hint) is list:
+        (inner,) = typing.get_args(hint)
+        if dataclasses.is_dataclass(inner):
+            return inner
+    return None
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -241,15 +260,21 @@ def describe_keys() -> list[tuple[str, str, str]]:
     rows = []
     for section in dataclasses.fields(Config):
         if dataclasses.is_dataclass(section.default_factory):  # type: ignore[arg-type]
-            for f in dataclasses.fields(section.default_factory):  # type: ignore[arg-type]
-                default = (
-                    f.default_factory()
-                    if f.default_factory is not dataclasses.MISSING
-                    else f.default
-                )
-                rows.append((f"{section.name}.{f.name}", yaml_scalar(default), f.metadata["help"]))
+            rows += _describe_fields(section.default_factory, f"{section.name}.")  # type: ignore[arg-type]
         else:
             rows.append((section.name, yaml_scalar(section.default), section.metadata["help"]))
+    return rows
+
+
+def _describe_fields(cls: type, prefix: str) -> list[tuple[str, str, str]]:
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        rows.append((f"{prefix}{f.name}", yaml_scalar(default), f.metadata["help"]))
+        item_type = _dataclass_items(hints[f.name])
+        if item_type:  # each item's keys, as data.train_corpora[].path
+            rows += _describe_fields(item_type, f"{prefix}{f.name}[].")
     return rows
 
 

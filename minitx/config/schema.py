@@ -10,6 +10,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# The tokenizer's special tokens at ids 0-3 (padding, unknown, start, end), declared here because a
+# corpus tag must not be one of them; minitx/data/tokenizer.py builds every vocabulary with them.
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
+
 
 def _key(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - `help` reads best here
     """A config field: its default, its meaning, optional range checks (`min` and `max` inclusive,
@@ -19,6 +23,22 @@ def _key(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - `help
             default_factory=lambda: type(default)(default), metadata={"help": help, **metadata}
         )
     return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """One training corpus of several (data.train_corpora): read as data.path is, with its columns."""
+
+    path: str = _key("", "a directory or Hub dataset id, read as data.path is (same columns)")
+    split: str | None = _key(None, "the split to train on; default: data.splits.train")
+    weight: int = _key(
+        1, "times each of its examples is seen per pass over the corpora (upsampling)", min=1
+    )
+    tag: str | None = _key(
+        None,
+        "a token put before each of its source texts (e.g. `<bt>` for back-translated or `<kd>` for "
+        "distilled data), added to the vocabulary as a special token",
+    )
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,11 @@ class DataConfig:
         max=999_000,  # distinct numbers below 1,000,000, with 1,000 kept for validation and test
     )
     synthetic_seed: int = _key(1, "seed that generates the synthetic task's pairs", min=0)
+    train_corpora: list[CorpusConfig] = _key(
+        [],
+        "train on these corpora (each {path, split, weight, tag}) instead of data.path's training "
+        "split; validation and test still come from data.path",
+    )
 
 
 @dataclass(frozen=True)
@@ -321,6 +346,7 @@ class Config:
                 f"data.rename_columns has keys {stray} that are neither train/validation/test "
                 f"nor a split named in data.splits ({sorted(set(self.data.splits.values()))})"
             )
+        errors.extend(self._corpus_errors())
         missing = {"train", "validation", "test"} - set(self.data.splits)
         if missing:
             errors.append(f"data.splits needs keys {sorted(missing)} (the names the data uses)")
@@ -347,6 +373,20 @@ class Config:
                 parse_duration(self.train.max_time)
             except ValueError as exc:
                 errors.append(f"train.max_time: {exc}")
+        return errors
+
+    def _corpus_errors(self) -> list[str]:
+        errors = []
+        for index, corpus in enumerate(self.data.train_corpora):
+            where = f"data.train_corpora[{index}]"
+            if not corpus.path.strip():
+                errors.append(f"{where}.path is missing: name a directory or a Hub dataset id")
+            if corpus.tag is not None and (not corpus.tag or re.search(r"\s", corpus.tag)):
+                errors.append(f"{where}.tag must be one word without spaces, got {corpus.tag!r}")
+            if corpus.tag in SPECIAL_TOKENS:
+                errors.append(
+                    f"{where}.tag {corpus.tag!r} is one of minitx's own tokens; pick another"
+                )
         return errors
 
     def _decode_errors(self) -> list[str]:

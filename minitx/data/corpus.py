@@ -85,6 +85,69 @@ def text_corpus(src_file: Path, tgt_file: Path, split: str) -> Corpus:
     return Corpus(fingerprint, lambda: check_parallel(src_file, tgt_file), chunks)
 
 
+@dataclass(frozen=True)
+class WeightedPart:
+    """One corpus of several: each of its rows is read `weight` times per pass, and `tag` (a special
+    token of the vocabulary) is put before the text of its `tagged` column."""
+
+    corpus: Corpus
+    weight: int = 1
+    tag: str | None = None
+
+
+def combined_corpus(parts: list[WeightedPart], columns: list[str], tagged: str) -> Corpus:
+    """Several corpora as one, in order, each repeated by its weight (fairseq's upsampling, Marian's
+    and OpenNMT-py's corpus weights at the granularity of whole passes); rows keep only `columns`.
+    The token store holds the repeated rows, so a batch of the shuffled whole mixes the corpora in
+    proportion to their weights."""
+    described = [(p.corpus.fingerprint, p.weight, p.tag) for p in parts]
+    fingerprint = hashlib.sha256(json.dumps(described).encode()).hexdigest()[:32]
+
+    def chunks() -> Iterator:
+        for part in parts:
+            for _ in range(part.weight):
+                for chunk in part.corpus.chunks():
+                    yield _tagged(chunk, columns, tagged, part.tag)
+
+    def count_rows() -> int:
+        return sum(p.weight * p.corpus.count_rows() for p in parts)
+
+    return Corpus(fingerprint, count_rows, chunks, _every_row(parts))
+
+
+def _tagged(chunk, columns: list[str], tagged: str, tag: str | None):
+    """A chunk cut down to `columns`, with `tag` before each text of `tagged`; a Dataset stays
+    one, keeping its features (class labels)."""
+    if isinstance(chunk, dict):
+        rows = {name: chunk[name] for name in columns}
+        if tag:
+            rows[tagged] = [f"{tag} {text}" for text in rows[tagged]]
+        return rows
+    chunk = chunk.select_columns(columns)
+    if not tag:
+        return chunk
+    return chunk.map(
+        lambda rows: {tagged: [f"{tag} {text}" for text in rows[tagged]]},
+        batched=True,
+        keep_in_memory=True,  # a chunk is read once; no cache file beside the data
+        desc=None,
+    )
+
+
+def _every_row(parts: list[WeightedPart]) -> datasets.Dataset | None:
+    """Every row once, untagged, when each part is a Dataset (what label names are read from)."""
+    if not all(p.corpus.dataset is not None for p in parts):
+        return None
+    import datasets
+
+    try:
+        return datasets.concatenate_datasets([p.corpus.dataset for p in parts])
+    except ValueError as exc:  # columns of different types, e.g. string labels and class labels
+        raise UserError(
+            f"data.train_corpora do not have the same columns and types: {exc}"
+        ) from None
+
+
 def sample_rows(corpus: Corpus, columns: list[str], limit: int, seed: int) -> dict[str, list]:
     """At most `limit` rows of `columns`, drawn uniformly at random (seeded) in one pass, kept in
     corpus order; every row when there are no more. Each row gets a random key and the `limit`

@@ -12,7 +12,7 @@ from minitx.data.batching import EncodedPairs, EncodedTexts, TokenPairs
 from minitx.data.corpus import Corpus
 from minitx.data.labels import load_label_names, save_label_names
 from minitx.data.token_store import is_stored, store_directory
-from minitx.data.tokenizer import Codecs, build_codecs, load_codecs
+from minitx.data.tokenizer import Codecs, build_codecs, check_tags, load_codecs
 from minitx.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,13 @@ def load_run_data(
         labels = task.label_names(corpus, cfg)
         if labels is not None:
             made.append(lambda: save_label_names(labels, run.labels_file))
+    tags = sorted({c.tag for c in cfg.data.train_corpora if c.tag})
     if run.has_tokenizer():
         codecs = load_codecs(run)
     else:
-        codecs = _make_codecs(cfg, task, corpus or task.train_corpus(cfg))
+        codecs = _make_codecs(cfg, task, corpus or task.train_corpus(cfg), tags)
         made.append(lambda: codecs.save(run))
+    check_tags(codecs, tags)
     encoded = {}
     for split in splits:
         if split == "train":
@@ -61,7 +63,7 @@ def load_run_data(
     return RunData(codecs, encoded, labels)
 
 
-def _make_codecs(cfg: Config, task, corpus: Corpus) -> Codecs:
+def _make_codecs(cfg: Config, task, corpus: Corpus, tags: list[str]) -> Codecs:
     tokenizer = cfg.tokenizer
     if tokenizer.path:
         return build_codecs([], [], tokenizer, joint=True)
@@ -70,7 +72,7 @@ def _make_codecs(cfg: Config, task, corpus: Corpus) -> Codecs:
         f"training a {tokenizer.type} tokenizer ({tokenizer.vocab_size} tokens) on "
         f"{len(src_texts) + len(tgt_texts):,} texts"
     )
-    return build_codecs(src_texts, tgt_texts, tokenizer, task.joint_vocabulary(cfg))
+    return build_codecs(src_texts, tgt_texts, tokenizer, task.joint_vocabulary(cfg), tags)
 
 
 def _stored_train_split(cfg: Config, run: RunDir, task, corpus, codecs, labels, build: bool):

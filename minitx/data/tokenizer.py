@@ -6,36 +6,42 @@ gives back detokenized text that BLEU can score directly, with no language-speci
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from minitx.config import TokenizerConfig
+from minitx.config.schema import SPECIAL_TOKENS
 from minitx.errors import UserError
 from minitx.run_dir import RunDir
 
-PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
-SPECIAL_TOKENS = [PAD, UNK, BOS, EOS]
+PAD, UNK, BOS, EOS = SPECIAL_TOKENS
 
 
 def train_tokenizer(
-    texts: Iterable[str], kind: str, vocab_size: int, min_frequency: int = 2
+    texts: Iterable[str],
+    kind: str,
+    vocab_size: int,
+    min_frequency: int = 2,
+    tags: Sequence[str] = (),
 ) -> Tokenizer:
-    """Train a BPE or Unigram tokenizer with minitx's special tokens at ids 0-3."""
+    """Train a BPE or Unigram tokenizer with minitx's special tokens at ids 0-3, then the corpus
+    `tags` (kept whole wherever they appear in a text, never split into subwords)."""
+    special_tokens = [*SPECIAL_TOKENS, *tags]
     if kind == "bpe":
         tokenizer = Tokenizer(models.BPE(unk_token=UNK))
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
-            special_tokens=SPECIAL_TOKENS,
+            special_tokens=special_tokens,
             show_progress=False,
         )
     else:
         tokenizer = Tokenizer(models.Unigram())
         trainer = trainers.UnigramTrainer(
-            vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK, show_progress=False
+            vocab_size=vocab_size, special_tokens=special_tokens, unk_token=UNK, show_progress=False
         )
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -107,20 +113,38 @@ class Codecs:
 
 
 def build_codecs(
-    src_texts: Iterable[str], tgt_texts: Iterable[str], cfg: TokenizerConfig, joint: bool
+    src_texts: Iterable[str],
+    tgt_texts: Iterable[str],
+    cfg: TokenizerConfig,
+    joint: bool,
+    tags: Sequence[str] = (),
 ) -> Codecs:
-    """Load the tokenizer named by `cfg.path`, or train one (or two) on the training texts."""
+    """Load the tokenizer named by `cfg.path`, or train one (or two) on the training texts, with
+    the corpus `tags` as special tokens of the source side."""
     if cfg.path:
         codec = TextCodec(load_tokenizer_file(Path(cfg.path)))
         return Codecs(codec, codec)
     options = (cfg.type, cfg.vocab_size, cfg.min_frequency)
     if joint:
-        codec = TextCodec(train_tokenizer(_chain(src_texts, tgt_texts), *options))
+        codec = TextCodec(train_tokenizer(_chain(src_texts, tgt_texts), *options, tags))
         return Codecs(codec, codec)
     return Codecs(
-        TextCodec(train_tokenizer(src_texts, *options)),
+        TextCodec(train_tokenizer(src_texts, *options, tags)),
         TextCodec(train_tokenizer(tgt_texts, *options)),
     )
+
+
+def check_tags(codecs: Codecs, tags: Sequence[str]) -> None:
+    """Every corpus tag must be one token of the source vocabulary, or it would be split into
+    subwords like any other text."""
+    added = {token.content for token in codecs.src.tokenizer.get_added_tokens_decoder().values()}
+    missing = [t for t in tags if t not in added]
+    if missing:
+        raise UserError(
+            f"the corpus tags {missing} are not special tokens of this run's tokenizer (it was made "
+            "without them, or came from tokenizer.path or train.init_from); train in a new run "
+            "directory, or use a tokenizer that has them"
+        )
 
 
 def load_codecs(run: RunDir) -> Codecs:

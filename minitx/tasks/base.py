@@ -12,13 +12,14 @@ returns: its config, codecs, labels, engine and compute.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from torch import nn
 
 from minitx.config import Config, DecodeConfig
-from minitx.data.corpus import Corpus, dataset_corpus
+from minitx.data.corpus import Corpus, WeightedPart, combined_corpus, dataset_corpus
 from minitx.data.tokenizer import Codecs
 from minitx.run_dir import RunDir
 from minitx.runtime import Compute
@@ -37,6 +38,8 @@ class Task(ABC):
     lower_is_better: ClassVar[frozenset[str]] = frozenset({"loss"})
     # What one loss term is, for the throughput in the logs (tgt_tokens_per_s, examples_per_s).
     throughput_key: ClassVar[str]
+    # The column a corpus tag (data.train_corpora[].tag) is put in front of.
+    tagged_column: ClassVar[str]
     # The model this task trains (what export formats are chosen by).
     model_type: ClassVar[type[nn.Module]]
     # Whether the model writes text (`translate`) or gives class probabilities (`predict`).
@@ -56,8 +59,25 @@ class Task(ABC):
         """One split (a role or the data's split name) with this task's columns."""
 
     def train_corpus(self, cfg: Config) -> Corpus:
-        """The training split as a stream of chunks."""
+        """What the run trains on, as a stream of chunks: data.path's training split, or the
+        weighted and tagged data.train_corpora."""
+        data = cfg.data
+        if not data.train_corpora:
+            return self.split_corpus(cfg)
+        parts = []
+        for corpus in data.train_corpora:
+            splits = {**data.splits, "train": corpus.split or data.splits["train"]}
+            part_cfg = replace(cfg, data=replace(data, path=corpus.path, splits=splits))
+            parts.append(WeightedPart(self.split_corpus(part_cfg), corpus.weight, corpus.tag))
+        return combined_corpus(parts, self.training_columns(cfg), self.tagged_column)
+
+    def split_corpus(self, cfg: Config) -> Corpus:
+        """data.path's training split as a stream of chunks."""
         return dataset_corpus(self.load_split(cfg, "train"))
+
+    @abstractmethod
+    def training_columns(self, cfg: Config) -> list[str]:
+        """The columns a training example has (what several corpora are cut down to)."""
 
     @abstractmethod
     def training_texts(self, cfg: Config, corpus: Corpus) -> tuple[list[str], list[str]]:

@@ -33,6 +33,7 @@ class Classification(Task):
     name = "classification"
     metrics = ("accuracy", "macro_f1", "loss")
     throughput_key = "examples_per_s"
+    tagged_column = "text"
     model_type = Classifier
     generates_text = False
     counted = "examples"
@@ -49,6 +50,9 @@ class Classification(Task):
     def load_split(self, cfg: Config, split: str) -> datasets.Dataset:
         name, rename = renamed_columns(cfg.data, split)
         return load_labelled_texts(cfg.data, name, rename)
+
+    def training_columns(self, cfg: Config) -> list[str]:
+        return ["text", "text_pair", "label"] if cfg.data.text_pair else ["text", "label"]
 
     def training_texts(self, cfg: Config, corpus: Corpus) -> tuple[list[str], list[str]]:
         columns = ["text", "text_pair"] if cfg.data.text_pair else ["text"]

@@ -37,6 +37,7 @@ class Translation(Task):
     name = "translation"
     metrics = ("bleu", "chrf", "exact_match", "loss")
     throughput_key = "tgt_tokens_per_s"
+    tagged_column = "src"
     model_type = Seq2Seq
     generates_text = True
     counted = "sentences"
@@ -46,7 +47,10 @@ class Translation(Task):
         name, rename = renamed_columns(cfg.data, split)
         return load_pairs(cfg.data, name, rename)
 
-    def train_corpus(self, cfg: Config) -> Corpus:
+    def training_columns(self, cfg: Config) -> list[str]:
+        return ["src", "tgt"]
+
+    def split_corpus(self, cfg: Config) -> Corpus:
         """Parallel text files are read line by line, anything else through its Dataset."""
         data = cfg.data
         name = split_name(data.splits, "train")
