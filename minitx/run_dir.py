@@ -90,7 +90,7 @@ class RunDir:
         self.onnx_file = root / "model.onnx"
         # What the other commands write.
         self.eval_dir, self.attention_dir = root / "eval", root / "attention"
-        self.plots_dir = root / "plots"
+        self.plots_dir, self.heads_dir = root / "plots", root / "heads"
         self.curves_file = self.plots_dir / "curves.png"
 
     def __str__(self) -> str:

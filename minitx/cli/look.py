@@ -1,4 +1,4 @@
-"""Commands that show a run: `minitx attention`, `minitx report`, `minitx plot`."""
+"""Commands that show a run: `minitx attention`, `minitx heads`, `minitx report`, `minitx plot`."""
 
 from __future__ import annotations
 
@@ -103,6 +103,89 @@ def _write_attention_page(cfg, examples: list[dict], path: Path, name: str) -> N
     path.with_suffix(".json").write_text(json.dumps(data, ensure_ascii=False) + "\n", "utf-8")
     typer.echo(f"wrote {path}")
     typer.echo(f"wrote {path.with_suffix('.json')}")
+
+
+@app.command()
+def heads(
+    run_dir: Path = RUN_DIR,
+    split: str = typer.Option(
+        "validation", "--split", help="The split to measure on (a role or the data's split name)."
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Only the first N examples of the split."
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Where to write [default: RUN_DIR/heads]; with --prune, the new run directory.",
+    ),
+    prune: int | None = typer.Option(
+        None, "--prune", min=1, help="Remove the N least important heads into a new run (--out)."
+    ),
+    kind: str | None = typer.Option(
+        None,
+        "--kind",
+        help="With --prune: only heads of this kind (encoder_self, decoder_self, cross).",
+    ),
+    checkpoint: str = CHECKPOINT,
+    quiet: bool = QUIET,
+) -> None:
+    """Measure which attention heads matter; prune the least.
+
+    For every head of every layer and kind: the change in the validation metric and loss when it
+    alone is masked, its gradient-based importance (Michel et al., 2019), and statistics of its
+    attention (Clark et al., 2019): entropy, mean distance, the weight on the previous, same and
+    next token and on the start and end tokens. Writes heads.json, heads.csv and heads.html
+    (layer × head heatmaps) and prints the heads, the least important first. Masking runs the
+    split once per head: --limit keeps it short.
+
+    With --prune N the N least important heads are removed, 10% of all heads at a time with the
+    importance measured again after each round (Michel et al.), and the smaller model is written
+    as a new run directory: evaluate, translate, fine-tune or export it like any run.
+
+    Examples:
+
+    \b
+      minitx heads runs/quickstart
+      minitx heads runs/multi30k_de_en_raw --limit 300
+      minitx heads runs/multi30k_de_en_raw --prune 7 --kind encoder_self --out runs/pruned
+    """
+    import datasets
+
+    from minitx.api import load
+    from minitx.heads.measure import measure_heads
+    from minitx.views.heads_page import heads_table, write_heads
+
+    start(quiet)
+    datasets.disable_progress_bars()
+    if kind is not None and prune is None:
+        raise UserError("--kind chooses which heads --prune removes; give --prune N")
+    if prune is not None and out is None:
+        raise UserError("--prune writes a new run directory: name it with --out")
+    model = load(run_dir, checkpoint)
+    if prune is not None:
+        from minitx.heads.pruning import prune_run
+
+        found = prune_run(model, split, limit, prune, kind, out)
+        metric = next(iter(found["before"]))
+        typer.echo(
+            f"removed {len(found['removed'])} heads: {split} {metric} "
+            f"{found['before'][metric]} → {found['after'][metric]}, loss "
+            f"{found['before']['loss']} → {found['after']['loss']}"
+        )
+        typer.echo(f"model.pruned_heads: {found['pruned_heads']}")
+        typer.echo(f"wrote {out}")
+        return
+    report = measure_heads(model, split, limit)
+    paths = write_heads(report, out or model.run.heads_dir)
+    metric = report["metric"]
+    typer.echo(
+        f"{report['examples']} examples of {split}; every head: {metric} "
+        f"{report['baseline'][metric]}, loss {report['baseline']['loss']}"
+    )
+    typer.echo(heads_table(report))
+    for path in paths:
+        typer.echo(f"wrote {path}")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
+from minitx.config.checks import cross_field_errors
 from minitx.config.schema import Config
 from minitx.errors import UserError
 
@@ -78,7 +79,7 @@ def config_from_dict(raw: dict, source: str = "config") -> Config:
     errors: list[str] = []
     config = _build(Config, raw, "", errors)
     # Invalid values were replaced by defaults above, so the cross-field checks are safe to run.
-    errors.extend(config.cross_field_errors())
+    errors.extend(cross_field_errors(config))
     if errors:
         detail = "; ".join(errors).replace("\n", "\\n")  # keep the error on one line
         raise UserError(f"{source}: {len(errors)} problem(s): {detail}")

@@ -154,6 +154,11 @@ class ModelConfig:
         "classification: mean of the encoder outputs over real tokens, or the output at the "
         "learned <s> token every input starts with",
     )
+    pruned_heads: dict[str, list[int]] = _key(
+        {},
+        "attention heads removed from the model (`minitx heads --prune`), as {KIND.LAYER: "
+        "[head, …]} with KIND encoder_self, decoder_self or cross and heads numbered as trained",
+    )
 
 
 @dataclass(frozen=True)
@@ -319,90 +324,6 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     run: RunConfig = field(default_factory=RunConfig)
-
-    def cross_field_errors(self) -> list[str]:
-        """Checks that involve more than one key."""
-        errors = []
-        if self.model.d_model % self.model.n_heads:
-            errors.append(
-                f"model.d_model ({self.model.d_model}) must be divisible by model.n_heads "
-                f"({self.model.n_heads})"
-            )
-        if self.model.n_kv_heads and self.model.n_heads % self.model.n_kv_heads:
-            errors.append(
-                f"model.n_kv_heads ({self.model.n_kv_heads}) must divide model.n_heads "
-                f"({self.model.n_heads})"
-            )
-        d_head = self.model.d_model // self.model.n_heads
-        if self.model.positions == "rope" and d_head % 2:
-            errors.append(
-                f"model.positions: rope rotates pairs of features, and the head width "
-                f"d_model/n_heads = {d_head} is odd"
-            )
-        known_splits = {"train", "validation", "test", *self.data.splits.values()}
-        stray = sorted(set(self.data.rename_columns) - known_splits)
-        if stray:
-            errors.append(
-                f"data.rename_columns has keys {stray} that are neither train/validation/test "
-                f"nor a split named in data.splits ({sorted(set(self.data.splits.values()))})"
-            )
-        errors.extend(self._corpus_errors())
-        missing = {"train", "validation", "test"} - set(self.data.splits)
-        if missing:
-            errors.append(f"data.splits needs keys {sorted(missing)} (the names the data uses)")
-        unknown = set(self.data.splits) - {"train", "validation", "test"}
-        if unknown:
-            errors.append(
-                f"data.splits has unknown keys {sorted(unknown)}; use train, validation, test"
-            )
-        if len(self.train.betas) != 2 or not all(0 <= b < 1 for b in self.train.betas):
-            errors.append(f"train.betas must be two numbers in [0, 1), got {self.train.betas}")
-        errors.extend(self._decode_errors())
-        if self.train.init_from and self.tokenizer.path:
-            errors.append(
-                "train.init_from brings the earlier run's tokenizer; leave tokenizer.path unset"
-            )
-        average = self.train.average_last
-        if average is not None and self.train.keep_last < average:
-            errors.append(
-                f"train.average_last ({average}) needs train.keep_last of at least {average} "
-                f"(got {self.train.keep_last}) so that enough step_N checkpoints are kept"
-            )
-        if isinstance(self.train.max_time, str):
-            try:
-                parse_duration(self.train.max_time)
-            except ValueError as exc:
-                errors.append(f"train.max_time: {exc}")
-        return errors
-
-    def _corpus_errors(self) -> list[str]:
-        errors = []
-        for index, corpus in enumerate(self.data.train_corpora):
-            where = f"data.train_corpora[{index}]"
-            if not corpus.path.strip():
-                errors.append(f"{where}.path is missing: name a directory or a Hub dataset id")
-            if corpus.tag is not None and (not corpus.tag or re.search(r"\s", corpus.tag)):
-                errors.append(f"{where}.tag must be one word without spaces, got {corpus.tag!r}")
-            if corpus.tag in SPECIAL_TOKENS:
-                errors.append(
-                    f"{where}.tag {corpus.tag!r} is one of minitx's own tokens; pick another"
-                )
-        return errors
-
-    def _decode_errors(self) -> list[str]:
-        """Checks between decode keys."""
-        errors = []
-        decode = self.decode
-        if decode.n_best > decode.beam_size and not decode.sample:
-            errors.append(
-                f"decode.n_best ({decode.n_best}) must be at most decode.beam_size "
-                f"({decode.beam_size}), or sample with decode.sample: true"
-            )
-        if decode.sample and decode.temperature <= 0:
-            errors.append(
-                "decode.temperature must be above 0 (a small value samples almost greedily)"
-            )
-        return errors
 
 
 def parse_duration(text: str | int | float) -> float:

@@ -7,6 +7,8 @@ written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from minitx.config import Config
 from minitx.data.labels import save_label_names
 from minitx.data.tokenizer import Codecs
 from minitx.export.formats import ExportFormat
-from minitx.model.transformer import Classifier, Seq2Seq
+from minitx.model.transformer import Classifier, Seq2Seq, attention_modules
 from minitx.run_dir import RunDir, staged_directory
 
 
@@ -30,6 +32,13 @@ def export_model(
 ) -> dict:
     """Write the export of `model` into `out` (absent or empty); `origin` (run, checkpoint, step)
     goes into export.json, which is returned."""
+    if cfg.model.pruned_heads:
+        # The formats have one head count for all layers: the pruned heads go back in as zeros,
+        # which add nothing (the same outputs, at the full model's cost).
+        model = copy.deepcopy(model)
+        for module in attention_modules(model).values():
+            module.restore_heads(cfg.model.n_heads)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pruned_heads={}))
     with staged_directory(out, "--out") as staging:
         target = RunDir(staging)
         info = {"format": fmt.name, "task": cfg.task, "quantization": quantization, **origin}

@@ -137,6 +137,51 @@ class MultiHeadAttention(nn.Module):
             self.bias = AlibiBias(spec.n_heads)
         self.keep_weights = False  # set by `recording_attention`: keep the last weights for a plot
         self.weights: torch.Tensor | None = None  # (B, H, Tq, Tk) when kept
+        # A gate on each head's output (Michel et al., 2019: 0 masks the head, and the loss's
+        # gradient with respect to it measures the head's importance); None: every head, ungated.
+        self.head_gate: torch.Tensor | None = None  # (H,)
+        self.head_ids = list(range(spec.n_heads))  # each head's number as trained (see `prune`)
+
+    def prune(self, heads: list[int]) -> None:
+        """Remove the heads numbered `heads` (as trained): their rows of the query, key and value
+        projections, their columns of the output projection and their position parameters, so
+        the module computes exactly what it did with those heads masked, in less time."""
+        if self.n_kv_heads != self.n_heads:
+            raise ValueError("heads that share keys and values cannot be removed one at a time")
+        keep = [i for i, head in enumerate(self.head_ids) if head not in heads]
+        if not keep:
+            raise ValueError("pruning would leave an attention module with no head")
+        rows = torch.cat([torch.arange(i * self.d_head, (i + 1) * self.d_head) for i in keep])
+        half = self.n_kv_heads * self.d_head  # kv_proj: the keys' rows, then the values'
+        self.q_proj = _sliced(self.q_proj, rows, dim=0)
+        self.kv_proj = _sliced(self.kv_proj, torch.cat([rows, rows + half]), dim=0)
+        self.out_proj = _sliced(self.out_proj, rows, dim=1)
+        if self.score == "cosine":
+            self.log_scale = nn.Parameter(self.log_scale.data[keep].clone())
+        if self.bias is not None:
+            self.bias.keep_heads(keep)
+        self.head_ids = [self.head_ids[i] for i in keep]
+        self.n_heads = self.n_kv_heads = len(keep)
+
+    def restore_heads(self, n_heads: int) -> None:
+        """Undo `prune` with zeros: the removed heads come back with zero queries, keys, values
+        and output columns, so they add nothing and the module computes what it did, at full
+        size (for formats with one head count for every layer)."""
+        d_head, full = self.d_head, n_heads * self.d_head
+        rows = torch.cat([torch.arange(h * d_head, (h + 1) * d_head) for h in self.head_ids])
+        self.q_proj = _padded(self.q_proj, rows, full, dim=0)
+        self.kv_proj = _padded(self.kv_proj, torch.cat([rows, rows + full]), 2 * full, dim=0)
+        self.out_proj = _padded(self.out_proj, rows, full, dim=1)
+        if self.score == "cosine":
+            log_scale = torch.full_like(self.log_scale.data[:1], math.log(10.0)).repeat(
+                n_heads, 1, 1
+            )
+            log_scale[self.head_ids] = self.log_scale.data
+            self.log_scale = nn.Parameter(log_scale)
+        if self.bias is not None:
+            self.bias.restore_heads(self.head_ids, n_heads)
+        self.head_ids = list(range(n_heads))
+        self.n_heads = self.n_kv_heads = n_heads
 
     def forward(
         self,
@@ -176,7 +221,9 @@ class MultiHeadAttention(nn.Module):
             out = self._banded(q, k, v, mask)
         else:
             out = self._full(q, k, v, mask, causal and q_len > 1)
-        out = out.transpose(1, 2).reshape(batch, q_len, d_model)  # (B, Tq, D)
+        if self.head_gate is not None:
+            out = out * self.head_gate.to(out.dtype)[:, None, None]  # (B, H, Tq, Dh)
+        out = out.transpose(1, 2).reshape(batch, q_len, self.n_heads * self.d_head)  # (B, Tq, H·Dh)
         return self.out_proj(out)
 
     def _relative_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
@@ -266,6 +313,36 @@ class MultiHeadAttention(nn.Module):
         """(B, H_kv, T, Dh) → (B, H, T, Dh): each key/value head serves H/H_kv query heads."""
         groups = self.n_heads // self.n_kv_heads
         return t if groups == 1 else t.repeat_interleave(groups, dim=1)
+
+
+def _sliced(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A copy of `linear` keeping the output rows (dim 0) or input columns (dim 1) `index`."""
+    weight = linear.weight.data.index_select(dim, index)
+    sliced = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None)
+    sliced.to(weight.device, weight.dtype)
+    sliced.weight.data.copy_(weight)
+    if linear.bias is not None:
+        bias = linear.bias.data if dim == 1 else linear.bias.data.index_select(0, index)
+        sliced.bias.data.copy_(bias)
+    return sliced
+
+
+def _padded(linear: nn.Linear, index: torch.Tensor, size: int, dim: int) -> nn.Linear:
+    """`linear` grown to `size` output rows (dim 0) or input columns (dim 1), its own at `index`
+    and zeros elsewhere."""
+    shape = list(linear.weight.shape)
+    shape[dim] = size
+    weight = linear.weight.data.new_zeros(shape)
+    weight.index_copy_(dim, index.to(weight.device), linear.weight.data)
+    padded = nn.Linear(shape[1], shape[0], bias=linear.bias is not None)
+    padded.to(weight.device, weight.dtype)
+    padded.weight.data.copy_(weight)
+    if linear.bias is not None:
+        bias = linear.bias.data
+        if dim == 0:
+            bias = bias.new_zeros(size).index_copy_(0, index.to(bias.device), bias)
+        padded.bias.data.copy_(bias)
+    return padded
 
 
 @contextmanager

@@ -106,6 +106,20 @@ class RelativeBias(nn.Module):
         """distance (…) = key position − query position → bias (H, …)."""
         return self.bias(self._bucket(distance)).movedim(-1, 0)
 
+    def keep_heads(self, keep: list[int]) -> None:
+        """Only the heads `keep` (head pruning)."""
+        self._set_table(self.bias.weight.data[:, keep].clone())
+
+    def restore_heads(self, head_ids: list[int], n_heads: int) -> None:
+        """Back to `n_heads` columns, the kept heads' at `head_ids` and zeros elsewhere."""
+        table = self.bias.weight.data.new_zeros(self.n_buckets, n_heads)
+        table[:, head_ids] = self.bias.weight.data
+        self._set_table(table)
+
+    def _set_table(self, table: torch.Tensor) -> None:
+        self.bias = nn.Embedding(table.shape[0], table.shape[1]).to(table.device, table.dtype)
+        self.bias.weight.data.copy_(table)
+
     def _bucket(self, distance: torch.Tensor) -> torch.Tensor:
         n = self.n_buckets
         bucket = torch.zeros_like(distance)
@@ -130,9 +144,20 @@ class AlibiBias(nn.Module):
 
     def __init__(self, n_heads: int):
         super().__init__()
-        slopes = torch.tensor([2 ** (-8 * (h + 1) / n_heads) for h in range(n_heads)])
-        self.register_buffer("slopes", slopes, persistent=False)
+        self.register_buffer("slopes", self.slopes_of(n_heads), persistent=False)
+
+    @staticmethod
+    def slopes_of(n_heads: int) -> torch.Tensor:
+        return torch.tensor([2 ** (-8 * (h + 1) / n_heads) for h in range(n_heads)])
 
     def forward(self, distance: torch.Tensor) -> torch.Tensor:
         """distance (…) = key position − query position → bias (H, …)."""
         return -self.slopes.view(-1, *[1] * distance.dim()) * distance.abs().float()
+
+    def keep_heads(self, keep: list[int]) -> None:
+        """Only the heads `keep` (head pruning): each keeps the slope it was trained with."""
+        self.slopes = self.slopes[keep]
+
+    def restore_heads(self, head_ids: list[int], n_heads: int) -> None:
+        """Back to the slopes of all `n_heads` (a restored head adds nothing, whatever its slope)."""
+        self.slopes = self.slopes_of(n_heads).to(self.slopes.device)

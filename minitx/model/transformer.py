@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from minitx.config import ModelConfig
-from minitx.model.attention import KVCache
+from minitx.model.attention import KVCache, MultiHeadAttention
 from minitx.model.dropout import Dropout
 from minitx.model.layers import DecoderLayer, EncoderLayer
 from minitx.model.positions import LearnedPositions, SinusoidalPositions
@@ -113,6 +113,7 @@ class Seq2Seq(nn.Module):
         self.encoder = Encoder(cfg, src_embedding)
         self.decoder = Decoder(cfg, tgt_embedding, tgt_vocab_size)
         init_weights(self, cfg.d_model)
+        prune_heads(self, cfg.pruned_heads)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(memory (B, S, D), source mask (B, 1, 1, S))."""
@@ -151,6 +152,7 @@ class Classifier(nn.Module):
         self.dropout = Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.d_model, n_classes)
         init_weights(self, cfg.d_model)
+        prune_heads(self, cfg.pruned_heads)
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder outputs (B, S, D), padding mask (B, 1, 1, S))."""
@@ -167,6 +169,29 @@ class Classifier(nn.Module):
     def forward(self, src: torch.Tensor) -> torch.Tensor:
         """Class logits (B, C)."""
         return self.head(self.dropout(self.pool(*self.encode(src))))
+
+
+def attention_modules(model: nn.Module) -> dict[tuple[str, int], MultiHeadAttention]:
+    """Every attention module of a Seq2Seq or Classifier by (kind, layer): kinds encoder_self,
+    decoder_self and cross."""
+    modules = {
+        ("encoder_self", i): layer.self_attention for i, layer in enumerate(model.encoder.layers)
+    }
+    decoder = getattr(model, "decoder", None)
+    for i, layer in enumerate(decoder.layers if decoder is not None else []):
+        modules["decoder_self", i] = layer.self_attention
+        modules["cross", i] = layer.cross_attention
+    return modules
+
+
+def prune_heads(model: nn.Module, pruned: dict[str, list[int]]) -> None:
+    """Remove the heads `pruned` names ({"KIND.LAYER": [head, …]}, model.pruned_heads)."""
+    modules = attention_modules(model)
+    for key, heads in pruned.items():
+        kind, _, layer = key.partition(".")
+        if (kind, int(layer)) not in modules:
+            raise ValueError(f"model.pruned_heads names {key}, which this model does not have")
+        modules[kind, int(layer)].prune(heads)
 
 
 def padding_mask(ids: torch.Tensor, pad_id: int) -> torch.Tensor:

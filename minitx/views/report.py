@@ -133,6 +133,8 @@ def render(run: RunDir, reports: dict[str, dict], samples: dict[str, list[dict]]
         "state": end[-1]["reason"] if end else "training (or stopped without an end event)",
     }
     parts += [f"<li><b>{k}</b>: {html.escape(str(v))}</li>" for k, v in facts.items()]
+    if (run.heads_dir / "heads.html").is_file():  # written by `minitx heads`
+        parts.append("<li><b>heads</b>: <a href='heads/heads.html'>which heads matter</a></li>")
     parts.append("</ul><h2>Curves</h2><div class='charts'>")
     parts += [svg_chart(name, points) for name, points in curves(events).items()]
     parts.append("</div><h2>Evaluation</h2>")
