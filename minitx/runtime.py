@@ -155,3 +155,22 @@ class StopRequest(contextlib.AbstractContextManager):
     def __exit__(self, *exc_info) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+# Set by a parent (minitx sweep) to its pid: the command then ends when that parent does.
+END_WITH_PARENT = "MINITX_END_WITH_PARENT"
+
+
+def end_with_parent() -> None:
+    """When END_WITH_PARENT names this process's parent, have Linux send SIGTERM when the parent
+    dies, even by SIGKILL; if it has died already, stop now. Done at start-up rather than in a
+    `preexec_fn`, which is unsafe in a parent with threads (`minitx sweep --jobs N`)."""
+    parent = os.environ.pop(END_WITH_PARENT, None)
+    if parent is None or sys.platform != "linux":
+        return
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # it died before the prctl
+        raise SystemExit(128 + signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1

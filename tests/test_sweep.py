@@ -210,3 +210,36 @@ def test_a_pruned_trial_stops_its_run(tmp_path):
         assert trial.reports == [(10, 1.0), (20, 2.0)]
     finally:
         child.kill()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_trial_process_ends_when_the_sweep_that_started_it_is_killed():
+    """The sweep names itself in MINITX_END_WITH_PARENT (no preexec_fn, which is unsafe in a
+    parent with threads); the child asks Linux for SIGTERM when that parent dies."""
+    child_code = (
+        "from minitx.runtime import end_with_parent; end_with_parent(); import time; "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    parent_code = (
+        "import os, subprocess, sys, time; "
+        "env = {**os.environ, 'MINITX_END_WITH_PARENT': str(os.getpid())}; "
+        f"child = subprocess.Popen([sys.executable, '-c', {child_code!r}], env=env); "
+        "print(child.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    child_pid = int(parent.stdout.readline())
+    assert parent.stdout.readline().strip() == "ready"  # the child's line, on the same pipe
+    parent.kill()
+    parent.wait()
+
+    def alive() -> bool:
+        try:
+            state = Path(f"/proc/{child_pid}/stat").read_text().split(") ")[1][0]
+        except (FileNotFoundError, IndexError):
+            return False
+        return state not in "ZX"
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive()

@@ -46,8 +46,10 @@ def train(
       minitx train configs/multi30k_de_en_raw.yaml --nproc 4     # same as torchrun --standalone --nproc_per_node 4 -m minitx train ...
     """
     from minitx.config import load_config
+    from minitx.runtime import end_with_parent
     from minitx.training import distributed
 
+    end_with_parent()  # a trial of `minitx sweep` stops with the sweep
     start(quiet)
     cfg = load_config(config, overrides)
     run = RunDir(run_dir or Path("runs") / config.stem)

@@ -11,7 +11,6 @@ in the same run directory, which resumes from its last checkpoint.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ import yaml
 from minitx.config import apply_overrides, config_from_dict, read_config_file
 from minitx.errors import UserError, require_extra
 from minitx.run_dir import RunDir, held_exclusively
+from minitx.runtime import END_WITH_PARENT
 from minitx.sweep.space import Parameter, load_space, overrides
 from minitx.tasks import configured, get_task
 
@@ -242,9 +242,10 @@ class _Objective:
         if trial.user_attrs.get("retry_of") is not None:
             _wait_for_release(RunDir(run_dir))  # the killed sweep's child may still be saving
         with log_file.open("a", encoding="utf-8") as log:
-            child = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_end_with_parent
-            )
+            # The child ends with the sweep (runtime.end_with_parent): no orphaned run trains on
+            # after a SIGKILL; it saves and stops, and the next sweep resumes it.
+            env = {**os.environ, END_WITH_PARENT: str(os.getpid())}
+            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             try:
                 scores = self._follow(trial, child, RunDir(run_dir).metrics_file)
             finally:
@@ -275,16 +276,6 @@ class _Objective:
             if finished:
                 return scores
             time.sleep(POLL_SECONDS)
-
-
-def _end_with_parent() -> None:
-    """In the child, before it runs: Linux sends it SIGTERM when the sweep dies, even by SIGKILL,
-    so no orphaned run trains on (it saves and stops, and the next sweep resumes it)."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 def _wait_for_release(run: RunDir, seconds: float = 120.0) -> None:
