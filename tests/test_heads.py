@@ -226,7 +226,10 @@ def test_pruning_writes_a_smaller_run_that_evaluates_translates_and_exports(
     assert model.translate([sentence])[0].text == expected
     assert minitx("eval", str(out), "--split", "test", "--quiet").returncode == 0
     exported = tmp_path / "exported"
-    assert minitx("export", str(out), "--format", "ctranslate2", "--out", str(exported)).returncode == 0
+    assert (
+        minitx("export", str(out), "--format", "ctranslate2", "--out", str(exported)).returncode
+        == 0
+    )
     # The pruned heads go back in as zeros (the module test checks that this changes nothing):
     # the export is of the full shape, and runs.
     exported_cfg = yaml.safe_load((exported / "config.yaml").read_text())["model"]

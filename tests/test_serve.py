@@ -25,6 +25,8 @@ from minitx.api import load  # noqa: E402
 from minitx.config import DecodeConfig  # noqa: E402
 from minitx.serve.app import Batcher, ServeOptions, create_app, server_info  # noqa: E402
 
+from test_cli import assert_user_error, minitx  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_translation_run):
@@ -73,6 +75,7 @@ def test_health_info_and_a_translation_as_the_api_gives_it(client, model):
         (json.dumps({"texts": ["a"], "beam_size": 65}).encode(), 422, "less than or equal to 64"),
         (json.dumps({"texts": ["a"], "top_p": 0}).encode(), 422, "greater than 0"),
         (json.dumps({"texts": ["a"], "n_best": 3}).encode(), 400, "decode.n_best"),
+        (b'{"texts": ["\\ud800 one"]}', 422, "unable to parse raw data as a unicode string"),
     ],
 )
 def test_a_bad_request_gets_a_4xx_and_the_next_one_is_served(client, body, status, fragment):
@@ -190,6 +193,18 @@ def test_sigterm_answers_the_request_in_flight_and_exits_0(run_dir):
         assert replies == [200]
     finally:
         server.kill()
+
+
+def test_a_port_in_use_is_one_error_line(run_dir):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = minitx("serve", str(run_dir), "--port", str(port))
+    finally:
+        taken.close()
+    assert_user_error(result, f"cannot listen on 127.0.0.1:{port}", "choose another --port")
 
 
 def test_predict_serves_a_classifier(tiny_classification_run):

@@ -226,7 +226,9 @@ def test_a_trial_process_ends_when_the_sweep_that_started_it_is_killed():
         f"child = subprocess.Popen([sys.executable, '-c', {child_code!r}], env=env); "
         "print(child.pid, flush=True); time.sleep(60)"
     )
-    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True
+    )
     child_pid = int(parent.stdout.readline())
     assert parent.stdout.readline().strip() == "ready"  # the child's line, on the same pipe
     parent.kill()

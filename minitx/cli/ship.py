@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 
 import typer
@@ -93,13 +94,31 @@ def serve(
         raise UserError(
             "minitx serve needs FastAPI and uvicorn: pip install 'minitx[serve]'"
         ) from None
+    listening = _listening_socket(host, port)  # before the model loads: a taken port fails fast
     model = load(run_dir, checkpoint, overrides=overrides)
     options = ServeOptions(max_batch_texts, max_wait_ms, max_texts, max_chars, batching)
     app_ = create_app(model, server_info(model), options)
     # uvicorn answers SIGTERM by draining the requests in flight, then raises the signal again
     # with the handler it found: this one makes that a clean exit 0, as a process manager expects.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
+    config = uvicorn.Config(app_, log_level="warning" if quiet else "info")
+    uvicorn.Server(config).run(sockets=[listening])
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so that an address in use (or not this machine's) is one
+    error line, not uvicorn's start-up and shutdown log."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        listening = socket.socket(family, socket.SOCK_STREAM)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UserError(
+            f"cannot listen on {host}:{port} ({reason}); choose another --port or --host"
+        ) from None
+    return listening
 
 
 @app.command("import")

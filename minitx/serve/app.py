@@ -121,6 +121,9 @@ def _settle(pending: _Pending, result=None, error: Exception | None = None) -> N
 def create_app(model: Model, info: dict, options: ServeOptions):
     """The FastAPI application serving `model`; `info` is what GET /info reports."""
     from fastapi import FastAPI, HTTPException
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
     from minitx.serve.schema import request_models
 
@@ -137,6 +140,13 @@ def create_app(model: Model, info: dict, options: ServeOptions):
 
     app = FastAPI(title="minitx", summary=f"{model.task.name} model", lifespan=lifespan)
     app.state.batchers = {"translate": translator, "predict": classifier}
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, error: RequestValidationError):
+        # FastAPI's own handler echoes each bad value back; one that JSON cannot carry (a lone
+        # surrogate from a "\\ud800" escape) made that answer a 500. Where and why is enough.
+        problems = [{k: v for k, v in e.items() if k != "input"} for e in error.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(problems)})
 
     def require(writes_text: bool, route: str) -> None:
         if model.task.generates_text != writes_text:

@@ -12,7 +12,13 @@ from minitx.config import DecodeConfig
 
 def request_models(options):
     """(TranslateRequest, PredictRequest) with `options.max_texts` and `options.max_chars`."""
-    from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+    from pydantic import (
+        BaseModel,
+        ConfigDict,
+        Field,
+        StringConstraints,
+        create_model,
+    )
 
     # Names apart from the field's: a class body does not see a function's local of its name.
     one_text = Annotated[str, StringConstraints(min_length=1, max_length=options.max_chars)]
