@@ -1,7 +1,10 @@
 """The documentation's screenshots of the attention page and the run report, from a trained quickstart run.
 
     minitx train configs/quickstart.yaml && minitx eval runs/quickstart
-    python scripts/readme_screenshots.py [--run-dir runs/quickstart]
+    python scripts/readme_screenshots.py [--run-dir runs/quickstart] [--heads RUN/heads/heads.html]
+
+With --heads PAGE, instead, the top of a `minitx heads` page (docs/attention.md shows the
+Multi30k model's) as scripts/screenshots/heads.png.
 
 Needs Chromium and chromedriver (Debian: chromium chromium-driver) and `pip install
 'minitx[browser]'`. Writes scripts/screenshots/attention_page.png and scripts/screenshots/report.png.
@@ -40,8 +43,16 @@ def browser(width: int, height: int) -> webdriver.Chrome:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
+    parser.add_argument("--heads", type=Path, default=None, help="a heads.html to show")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
+    if args.heads is not None:
+        driver = browser(1100, 760)
+        driver.get(args.heads.resolve().as_uri())
+        driver.save_screenshot(str(OUT / "heads.png"))
+        driver.quit()
+        print(f"wrote {OUT / 'heads.png'}")
+        return
     minitx = [sys.executable, "-m", "minitx"]
     text = "seventy two thousand three hundred forty one"
     subprocess.run([*minitx, "attention", str(args.run_dir), text, "--html", "-q"], check=True)
