@@ -137,6 +137,8 @@ def build_codecs(
 def check_tags(codecs: Codecs, tags: Sequence[str]) -> None:
     """Every corpus tag must be one token of the source vocabulary, or it would be split into
     subwords like any other text."""
+    if not tags:
+        return
     added = {token.content for token in codecs.src.tokenizer.get_added_tokens_decoder().values()}
     missing = [t for t in tags if t not in added]
     if missing:
