@@ -42,15 +42,40 @@ def test_the_page_holds_the_weights_the_model_computes(page):
     assert example["source_tokens"] == maps["source_tokens"]
     assert example["target_tokens"] == maps["target_tokens"]
     assert example["translation"] == maps["translation"]
-    assert [(m["kind"], m["layer"]) for m in example["maps"]] == [
+    recorded = example["maps"][: len(maps["maps"])]  # then the rollout views
+    assert [(m["kind"], m["layer"]) for m in recorded] == [
         (m["kind"], m["layer"]) for m in maps["maps"]
     ]
-    for shown, computed in zip(example["maps"], maps["maps"], strict=True):
+    for shown, computed in zip(recorded, maps["maps"], strict=True):
         weights = torch.tensor(shown["weights"], dtype=torch.float64) / page["data"]["scale"]
         assert weights.shape == computed["weights"].shape
         assert torch.allclose(weights, computed["weights"].double(), atol=0.6 / SCALE)
     masks = {m["kind"]: m["mask"] for m in example["maps"]}
-    assert masks == {"encoder_self": "none", "decoder_self": "causal", "cross": "none"}
+    assert masks == {
+        "encoder_self": "none",
+        "decoder_self": "causal",
+        "cross": "none",
+        "encoder_rollout": "none",
+        "decoder_rollout": "causal",
+    }
+
+
+def test_rollout_multiplies_the_layers_head_means_with_the_residual_as_identity(page):
+    """Abnar & Zuidema's rollout, recomputed here from the recorded weights: after layer l,
+    (½W̄_l + ½I) · … · (½W̄_0 + ½I); its rows still sum to 1."""
+    maps = minitx.load(page["run"]).attention(TEXT)
+    (example,) = page["data"]["examples"]
+    for kind in ("encoder", "decoder"):
+        layers = [m["weights"].double() for m in maps["maps"] if m["kind"] == f"{kind}_self"]
+        shown = [m for m in example["maps"] if m["kind"] == f"{kind}_rollout"]
+        assert [m["layer"] for m in shown] == list(range(len(layers))) and len(layers) == 2
+        identity = torch.eye(layers[0].shape[-1], dtype=torch.float64)
+        flow = identity
+        for weights, item in zip(layers, shown, strict=True):
+            flow = (0.5 * weights.mean(0) + 0.5 * identity) @ flow
+            got = torch.tensor(item["weights"], dtype=torch.float64)[0] / SCALE
+            assert torch.allclose(got, flow, atol=1e-3)
+            assert torch.allclose(got.sum(-1), torch.ones(len(got), dtype=torch.float64), atol=2e-3)
 
 
 def test_the_json_beside_the_page_has_the_same_numbers(page):

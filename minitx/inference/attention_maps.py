@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import nn
 
 from minitx.data.tokenizer import TextCodec
@@ -52,3 +53,23 @@ def attention_map(kind: str, layer: int, attention: nn.Module, queries: str, key
         "keys": keys,
         "weights": attention.weights[0].float().cpu(),  # (H, Tq, Tk)
     }
+
+
+ROLLOUT_KINDS = {"encoder_self": "encoder_rollout", "decoder_self": "decoder_rollout"}
+
+
+def rollout_maps(maps: list[dict]) -> list[dict]:
+    """Attention rollout (Abnar & Zuidema, 2020) of the self-attention `maps`: after each layer,
+    how much each input token has flowed into each position through all the layers so far. Each
+    layer's heads are averaged and the residual connection added as the identity, A = ½W̄ + ½I
+    (rows still sum to 1); the rollout after layer l is A_l · … · A_0. One map per layer, with a
+    single "head"."""
+    rolled = []
+    for kind, rollout_kind in ROLLOUT_KINDS.items():
+        flow = None
+        for item in sorted((m for m in maps if m["kind"] == kind), key=lambda m: m["layer"]):
+            weights = item["weights"].float().mean(0)  # (T, T)
+            step = 0.5 * weights + 0.5 * torch.eye(weights.shape[0])
+            flow = step if flow is None else step @ flow
+            rolled.append({**item, "kind": rollout_kind, "weights": flow[None].clone()})
+    return rolled

@@ -12,6 +12,8 @@ import html
 import json
 from pathlib import Path
 
+from minitx.inference.attention_maps import rollout_maps
+
 # Weights are stored as integers in ten-thousandths: 4 digits of precision keep a 40-token
 # sentence of a 3+3-layer, 4-head model near 300 KB.
 SCALE = 10_000
@@ -43,7 +45,7 @@ def _example(maps: dict, window: int | None, dilation: int) -> dict:
                 "keys": tokens[item["keys"]],
                 # causal: key after query; band: outside the local window (encoder self-attention)
                 "mask": "causal"
-                if item["kind"] == "decoder_self"
+                if item["kind"] in ("decoder_self", "decoder_rollout")
                 else "band"
                 if item["kind"] == "encoder_self" and window is not None
                 else "none",
@@ -52,7 +54,7 @@ def _example(maps: dict, window: int | None, dilation: int) -> dict:
                     for head in item["weights"].tolist()
                 ],
             }
-            for item in maps["maps"]
+            for item in [*maps["maps"], *rollout_maps(maps["maps"])]
         ],
         "window": window,
         "dilation": dilation,
@@ -105,7 +107,9 @@ positions (the causal future, keys outside a local window). Hover a cell for its
 "use strict";
 const DATA = JSON.parse(document.getElementById("data").textContent);
 const NAMES = {encoder_self: "encoder self-attention", decoder_self: "decoder self-attention",
-  cross: "cross-attention (target \\u2192 source)"};
+  cross: "cross-attention (target \\u2192 source)",
+  encoder_rollout: "encoder rollout (input token \\u2192 position, through layers 0..L)",
+  decoder_rollout: "decoder rollout (through layers 0..L)"};
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
   "#7f7f7f", "#bcbd22", "#17becf"];
 const SVG = "http://www.w3.org/2000/svg";
