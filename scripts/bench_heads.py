@@ -72,7 +72,9 @@ def main() -> None:
         for share in SHARES[1:]:
             count = round(share * total)
             target = out / f"{kind}_{count}"
-            prune_run(minitx.load(args.run_dir), "validation", args.limit, count, kind, target)
+            prune_run(
+                minitx.load(args.run_dir), "validation", args.limit, kind, target, count=count
+            )
             score, speed = test_score(minitx.load(target), args.repeats)
             rows.append(
                 {

@@ -243,3 +243,32 @@ def test_pruning_more_heads_than_can_go_is_one_line(tiny_classification_run, tmp
     )
     assert_user_error(result, "only 3 heads can be removed: every attention module keeps one")
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("drop", [0.0, 100.0])
+def test_prune_until_keeps_the_metric_within_the_drop(tiny_classification_run, tmp_path, drop):
+    out = tmp_path / "pruned"
+    args = ["heads", str(tiny_classification_run.run), "--prune-until", str(drop)]
+    result = minitx(*args, "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[0]  # removed N heads: validation accuracy A → B, …
+    removed = int(line.split()[1])
+    before, after = (float(x) for x in line.split("accuracy ")[1].split(",")[0].split(" → "))
+    assert before - after <= drop
+    assert removed == 3 if drop == 100.0 else 0 <= removed <= 3  # a module keeps one of 4 heads
+    pruned = yaml.safe_load((out / "config.yaml").read_text())["model"]["pruned_heads"]
+    assert sum(len(heads) for heads in pruned.values()) == removed
+
+
+def test_prune_and_prune_until_together_is_one_line(tiny_classification_run, tmp_path):
+    result = minitx(
+        "heads",
+        str(tiny_classification_run.run),
+        "--prune",
+        "1",
+        "--prune-until",
+        "1",
+        "--out",
+        str(tmp_path / "p"),
+    )
+    assert_user_error(result, "give --prune N or --prune-until DROP, not both")

@@ -122,6 +122,12 @@ def heads(
     prune: int | None = typer.Option(
         None, "--prune", min=1, help="Remove the N least important heads into a new run (--out)."
     ),
+    prune_until: float | None = typer.Option(
+        None,
+        "--prune-until",
+        min=0.0,
+        help="Remove heads while the validation metric drops by at most this much (e.g. 0.5 BLEU).",
+    ),
     kind: str | None = typer.Option(
         None,
         "--kind",
@@ -141,7 +147,9 @@ def heads(
 
     With --prune N the N least important heads are removed, 10% of all heads at a time with the
     importance measured again after each round (Michel et al.), and the smaller model is written
-    as a new run directory: evaluate, translate, fine-tune or export it like any run.
+    as a new run directory: evaluate, translate, fine-tune or export it like any run. With
+    --prune-until DROP, rounds go on while the validation metric stays within DROP of the full
+    model's.
 
     Examples:
 
@@ -149,6 +157,7 @@ def heads(
       minitx heads runs/quickstart
       minitx heads runs/multi30k_de_en_raw --limit 300
       minitx heads runs/multi30k_de_en_raw --prune 7 --kind encoder_self --out runs/pruned
+      minitx heads runs/multi30k_de_en_raw --prune-until 0.5 --limit 300 --out runs/pruned
     """
     import datasets
 
@@ -158,15 +167,18 @@ def heads(
 
     start(quiet)
     datasets.disable_progress_bars()
-    if kind is not None and prune is None:
+    pruning = prune is not None or prune_until is not None
+    if prune is not None and prune_until is not None:
+        raise UserError("give --prune N or --prune-until DROP, not both")
+    if kind is not None and not pruning:
         raise UserError("--kind chooses which heads --prune removes; give --prune N")
-    if prune is not None and out is None:
+    if pruning and out is None:
         raise UserError("--prune writes a new run directory: name it with --out")
     model = load(run_dir, checkpoint)
-    if prune is not None:
+    if pruning:
         from minitx.heads.pruning import prune_run
 
-        found = prune_run(model, split, limit, prune, kind, out)
+        found = prune_run(model, split, limit, kind, out, count=prune, max_drop=prune_until)
         metric = next(iter(found["before"]))
         typer.echo(
             f"removed {len(found['removed'])} heads: {split} {metric} "
