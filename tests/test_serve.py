@@ -216,3 +216,34 @@ def test_predict_serves_a_classifier(tiny_classification_run):
     found = reply.json()["predictions"]
     assert [p["label"] for p in found] == [p.label for p in expected]
     assert set(found[0]["probabilities"]) == {"neg", "pos"}
+
+
+def test_with_api_keys_every_route_but_health_needs_one_and_keys_rotate(model, tmp_path):
+    from minitx.serve.keys import ApiKeys
+
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text("# operators\nfirst-key\nsecond-key\n")
+    keys = ApiKeys(path=key_file)
+    body = {"texts": ["ein hund rennt"]}
+    with TestClient(create_app(model, server_info(model), ServeOptions(), keys)) as client:
+        assert client.get("/health").status_code == 200  # open for probes
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "first-key"}):
+            reply = client.post("/translate", json=body, headers=headers)
+            assert reply.status_code == 401 and reply.headers["www-authenticate"] == "Bearer"
+            assert "first-key" not in reply.text and "second-key" not in reply.text
+        assert client.get("/info").status_code == 401
+        good = {"Authorization": "Bearer second-key"}
+        assert client.post("/translate", json=body, headers=good).status_code == 200
+        key_file.write_text("third-key\n")
+        keys.reload()  # what SIGHUP does
+        assert client.post("/translate", json=body, headers=good).status_code == 401
+        third = {"Authorization": "Bearer third-key"}
+        assert client.post("/translate", json=body, headers=third).status_code == 200
+        key_file.write_text("")  # a file emptied by mistake keeps the keys that were there
+        keys.reload()
+        assert client.post("/translate", json=body, headers=third).status_code == 200
+
+
+def test_a_missing_key_file_is_one_error_line(run_dir, tmp_path):
+    result = minitx("serve", str(run_dir), "--api-key-file", str(tmp_path / "none.txt"))
+    assert_user_error(result, "cannot read the API key file")

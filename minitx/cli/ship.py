@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 from pathlib import Path
@@ -11,6 +12,8 @@ import typer
 
 from minitx.cli.app import CHECKPOINT, QUIET, RUN_DIR, SETS, app, start
 from minitx.errors import UserError
+
+log = logging.getLogger("minitx")
 
 
 @app.command()
@@ -68,13 +71,21 @@ def serve(
     batching: bool = typer.Option(
         True, "--batching/--no-batching", help="Decode requests that arrive together as one batch."
     ),
+    api_key_file: Path | None = typer.Option(
+        None,
+        "--api-key-file",
+        help="Require one of these keys (one per line; SIGHUP reads the file again); "
+        "else MINITX_API_KEY if set.",
+    ),
     checkpoint: str = CHECKPOINT,
     overrides: list[str] = SETS,
     quiet: bool = QUIET,
 ) -> None:
     """Serve a run or an export over HTTP.
 
-    POST /translate or /predict, GET /health and /info, OpenAPI docs at /docs. Needs pip install 'minitx[serve]'.
+    POST /translate or /predict, GET /health and /info, OpenAPI docs at /docs. With
+    --api-key-file (or MINITX_API_KEY) every route but /health needs Authorization: Bearer KEY.
+    Needs pip install 'minitx[serve]'.
 
     Examples:
 
@@ -90,14 +101,23 @@ def serve(
         import uvicorn
 
         from minitx.serve.app import ServeOptions, create_app, server_info
+        from minitx.serve.keys import ApiKeys
     except ImportError:
         raise UserError(
             "minitx serve needs FastAPI and uvicorn: pip install 'minitx[serve]'"
         ) from None
+    keys = ApiKeys.configured(api_key_file)
+    if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            f"serving on {host} without an API key: anyone who reaches port {port} can use the "
+            "model; give --api-key-file or set MINITX_API_KEY"
+        )
     listening = _listening_socket(host, port)  # before the model loads: a taken port fails fast
     model = load(run_dir, checkpoint, overrides=overrides)
     options = ServeOptions(max_batch_texts, max_wait_ms, max_texts, max_chars, batching)
-    app_ = create_app(model, server_info(model), options)
+    app_ = create_app(model, server_info(model), options, keys)
+    if keys is not None:
+        signal.signal(signal.SIGHUP, lambda *_: keys.reload())  # rotate keys without a restart
     # uvicorn answers SIGTERM by draining the requests in flight, then raises the signal again
     # with the handler it found: this one makes that a clean exit 0, as a process manager expects.
     signal.signal(signal.SIGTERM, lambda *_: None)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from minitx.api import Model
 from minitx.errors import UserError
 from minitx.inference.alignments import format_alignments
+from minitx.serve.keys import ApiKeys
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,9 @@ def _settle(pending: _Pending, result=None, error: Exception | None = None) -> N
         pending.done.set_result(result)
 
 
-def create_app(model: Model, info: dict, options: ServeOptions):
-    """The FastAPI application serving `model`; `info` is what GET /info reports."""
+def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | None = None):
+    """The FastAPI application serving `model`; `info` is what GET /info reports. With `keys`,
+    every route but GET /health needs one of them."""
     from fastapi import FastAPI, HTTPException
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
@@ -140,6 +142,9 @@ def create_app(model: Model, info: dict, options: ServeOptions):
 
     app = FastAPI(title="minitx", summary=f"{model.task.name} model", lifespan=lifespan)
     app.state.batchers = {"translate": translator, "predict": classifier}
+
+    if keys is not None:
+        keys.guard(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, error: RequestValidationError):
