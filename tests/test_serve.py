@@ -247,3 +247,16 @@ def test_with_api_keys_every_route_but_health_needs_one_and_keys_rotate(model, t
 def test_a_missing_key_file_is_one_error_line(run_dir, tmp_path):
     result = minitx("serve", str(run_dir), "--api-key-file", str(tmp_path / "none.txt"))
     assert_user_error(result, "cannot read the API key file")
+
+
+def test_listening_beyond_loopback_without_a_key_warns(run_dir):
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))  # taken, so the server stops right after its checks
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        result = minitx("serve", str(run_dir), "--host", "0.0.0.0", "--port", str(port))
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    assert "without an API key: anyone who reaches port" in result.stderr
