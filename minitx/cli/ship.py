@@ -13,7 +13,7 @@ import typer
 from minitx.cli.app import CHECKPOINT, QUIET, RUN_DIR, SETS, app, start
 from minitx.errors import UserError
 
-log = logging.getLogger("minitx")
+log = logging.getLogger(__name__)
 
 
 @app.command()

@@ -52,6 +52,13 @@ def gated(network: nn.Module, gates: dict[tuple[str, int], torch.Tensor]) -> Ite
             modules[key].head_gate = None
 
 
+def masking_gate(module: nn.Module, positions: list[int]) -> torch.Tensor:
+    """A gate for `module` that masks the heads at `positions` and keeps the others."""
+    gate = torch.ones(module.n_heads, device=module.out_proj.weight.device)
+    gate[positions] = 0.0
+    return gate
+
+
 def gradient_importance(
     network: nn.Module, batches: list[Batch | LabelBatch], compute: Compute
 ) -> dict[tuple[str, int], list[float]]:
@@ -88,9 +95,7 @@ def masked_scores(
     results = {}
     for key, module in attention_modules(network).items():
         for head in range(module.n_heads):
-            gate = torch.ones(module.n_heads, device=next(network.parameters()).device)
-            gate[head] = 0.0
-            with gated(network, {key: gate}):
+            with gated(network, {key: masking_gate(module, [head])}):
                 results[(*key, head)] = score()
             progress()
     return results
@@ -145,8 +150,9 @@ def _sides(network: nn.Module, batch: Batch | LabelBatch) -> dict:
 
 
 def split_for_heads(model: Model, split: str, limit: int | None):
-    """The run's network, `split` encoded (its first `limit` examples), and a function giving the
-    task's validation metric and loss on it as the network is now."""
+    """The run's network, `split` encoded (its first `limit` examples), the name of the task's
+    validation metric, and a function giving that metric and the loss on the split as the network
+    is now."""
     cfg, codecs, task = model.config, model.codecs, model.task
     network = pytorch_model(model, "heads")
     encoded = task.encode_split(task.load_split(cfg, split), codecs, model.labels, split)
@@ -159,14 +165,13 @@ def split_for_heads(model: Model, split: str, limit: int | None):
         scores = task.validation_scores(network, encoded, data, cfg, model.compute)
         return {metric: scores[metric], "loss": scores["loss"]}
 
-    return network, encoded, score
+    return network, encoded, metric, score
 
 
 def measure_heads(model: Model, split: str, limit: int | None = None) -> dict:
     """Every head's scores on `split` (its first `limit` examples): the report heads.json holds.
     Heads are numbered as trained (a pruned model's remaining heads keep their numbers)."""
-    network, encoded, score = split_for_heads(model, split, limit)
-    metric = model.config.train.early_stopping_metric or model.task.metrics[0]
+    network, encoded, metric, score = split_for_heads(model, split, limit)
     batches = encoded.batches(model.config.train.batch_tokens, None, model.codecs.tgt)
     baseline = score()
     importance = gradient_importance(network, batches, model.compute)

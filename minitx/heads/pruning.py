@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from minitx.errors import UserError
-from minitx.heads.measure import gated, gradient_importance, split_for_heads
+from minitx.heads.measure import gated, gradient_importance, masking_gate, split_for_heads
 from minitx.model.checkpoint import save_checkpoint
 from minitx.model.transformer import attention_modules
 from minitx.run_dir import RunDir, staged_directory
@@ -36,14 +35,13 @@ def prune_run(
     """Remove `count` heads (of `kind` only, when given), or as many as keep the validation metric
     within `max_drop` of the full model's, and write the pruned run to `out`; returns what was
     removed and the validation scores before and after."""
-    network, encoded, score = split_for_heads(model, split, limit)
+    network, encoded, metric, score = split_for_heads(model, split, limit)
     modules = attention_modules(network)
     if kind is not None and not any(k == kind for k, _ in modules):
         kinds = sorted({k for k, _ in modules})
         raise UserError(f"--kind {kind}: this model's attention kinds are {', '.join(kinds)}")
     cfg = model.config
     before = after = score()
-    metric = next(iter(before))
     worse = -1 if metric in model.task.lower_is_better else 1  # a drop is a positive number
     batches = encoded.batches(cfg.train.batch_tokens, None, model.codecs.tgt)
     per_round = max(1, math.ceil(ROUND_SHARE * sum(m.n_heads for m in modules.values())))
@@ -59,7 +57,11 @@ def prune_run(
             )
         if max_drop is not None:
             # Masking a head computes what removing it does (tested): try the round masked first.
-            with gated(network, _gates(modules, chosen)):
+            positions = defaultdict(list)
+            for key, head in chosen:
+                positions[key].append(modules[key].head_ids.index(head))
+            gates = {key: masking_gate(modules[key], found) for key, found in positions.items()}
+            with gated(network, gates):
                 trial = score()
             if worse * (before[metric] - trial[metric]) > max_drop:
                 break
@@ -111,15 +113,3 @@ def _least_important(
             chosen.append((key, head))
             left[key] -= 1
     return chosen
-
-
-def _gates(modules, chosen) -> dict:
-    """Gates that mask the `chosen` heads (by their numbers as trained)."""
-    gates = {}
-    for key, head in chosen:
-        module = modules[key]
-        gate = gates.setdefault(
-            key, torch.ones(module.n_heads, device=module.out_proj.weight.device)
-        )
-        gate[module.head_ids.index(head)] = 0.0
-    return gates

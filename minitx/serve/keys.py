@@ -47,9 +47,9 @@ class ApiKeys:
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given:
             return False
-        found = False
+        given_bytes, found = given.strip().encode(), False
         for key in self.keys:
-            found |= hmac.compare_digest(given.strip().encode(), key.encode())
+            found |= hmac.compare_digest(given_bytes, key.encode())
         return found
 
     def guard(self, app) -> None:
