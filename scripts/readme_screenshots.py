@@ -2,9 +2,12 @@
 
     minitx train configs/quickstart.yaml && minitx eval runs/quickstart
     python scripts/readme_screenshots.py [--run-dir runs/quickstart] [--heads RUN/heads/heads.html]
+    python scripts/readme_screenshots.py --steps RUN/attention/attention.html
 
 With --heads PAGE, instead, the top of a `minitx heads` page (docs/attention.md shows the
-Multi30k model's) as scripts/screenshots/heads.png.
+Multi30k model's) as scripts/screenshots/heads.png. With --steps PAGE, the step-by-step view of
+an attention page (cross-attention, layer 1, head 2, query 2: docs/attention.md shows the
+Multi30k model's) as scripts/screenshots/attention_steps.png.
 
 Needs Chromium and chromedriver (Debian: chromium chromium-driver) and `pip install
 'minitx[browser]'`. Writes scripts/screenshots/attention_page.png and scripts/screenshots/report.png.
@@ -44,8 +47,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/quickstart"))
     parser.add_argument("--heads", type=Path, default=None, help="a heads.html to show")
+    parser.add_argument("--steps", type=Path, default=None, help="an attention.html to show")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
+    if args.steps is not None:
+        steps_screenshot(args.steps)
+        return
     if args.heads is not None:
         driver = browser(1100, 760)
         driver.get(args.heads.resolve().as_uri())
@@ -72,6 +79,18 @@ def main() -> None:
     driver.save_screenshot(str(OUT / "report.png"))
     driver.quit()
     print(f"wrote {OUT / 'attention_page.png'} and {OUT / 'report.png'}")
+
+
+def steps_screenshot(page: Path) -> None:
+    driver = browser(1100, 2200)
+    driver.get(page.resolve().as_uri())
+    for control, value in (("kind", "cross"), ("layer", "1"), ("head", "2"), ("query", "2")):
+        Select(driver.find_element("id", control)).select_by_value(value)
+    steps = driver.find_element("id", "steps")
+    driver.execute_script("arguments[0].scrollIntoView()", steps)
+    steps.screenshot(str(OUT / "attention_steps.png"))
+    driver.quit()
+    print(f"wrote {OUT / 'attention_steps.png'}")
 
 
 if __name__ == "__main__":

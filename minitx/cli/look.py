@@ -98,6 +98,8 @@ def _write_attention_page(cfg, examples: list[dict], path: Path, name: str) -> N
         f"{name}: attention",
         cfg.model.window,
         cfg.model.dilation,
+        cfg.model.attention,
+        cfg.model.positions,
     )
     write_attention_page(data, path)
     path.with_suffix(".json").write_text(json.dumps(data, ensure_ascii=False) + "\n", "utf-8")

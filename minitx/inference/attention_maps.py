@@ -31,10 +31,10 @@ def token_strings(codec: TextCodec, ids: list[int], what: str) -> list[str]:
 
 @contextlib.contextmanager
 def recorded_maps(network: nn.Module, compute: Compute) -> Iterator[list[dict]]:
-    """Inside: attention layers keep their weights; read them (into the yielded list) before
-    the block ends."""
+    """Inside: attention layers keep their weights and every term of their computation; read them
+    (into the yielded list) before the block ends."""
     maps: list[dict] = []
-    with recording_attention(network), compute.autocast():
+    with recording_attention(network, steps=True), compute.autocast():
         yield maps
 
 
@@ -52,7 +52,24 @@ def attention_map(kind: str, layer: int, attention: nn.Module, queries: str, key
         "queries": queries,
         "keys": keys,
         "weights": attention.weights[0].float().cpu(),  # (H, Tq, Tk)
+        "steps": _first_sentence(attention.steps),
     }
+
+
+def _first_sentence(steps: dict) -> dict:
+    """One forward pass's terms (`MultiHeadAttention._record`) for sentence 0, in float32 on the
+    CPU: per head q (H, Tq, Dh), k and v (H, Tk, Dh), raw scores (H, Tq, Tk), scale (H,), bias
+    (H, Tq, Tk) if any, allowed (Tq, Tk) if masked, head output (H, Tq, Dh), share (H, Tq, D),
+    gate (H,) if any, out_bias (D,)."""
+    batched = {"q", "k", "v", "raw", "weights", "head_out", "share", "allowed"}
+    first = {
+        name: (t[0] if name in batched else t).cpu()
+        for name, t in steps.items()
+        if name != "weights"
+    }
+    if "allowed" in first:  # the same for every head
+        first["allowed"] = first["allowed"][0].clone()
+    return {name: t if t.dtype == torch.bool else t.float() for name, t in first.items()}
 
 
 ROLLOUT_KINDS = {"encoder_self": "encoder_rollout", "decoder_self": "decoder_rollout"}
@@ -71,5 +88,7 @@ def rollout_maps(maps: list[dict]) -> list[dict]:
             weights = item["weights"].float().mean(0)  # (T, T)
             step = 0.5 * weights + 0.5 * torch.eye(weights.shape[0])
             flow = step if flow is None else step @ flow
-            rolled.append({**item, "kind": rollout_kind, "weights": flow[None].clone()})
+            rolled.append(
+                {**item, "kind": rollout_kind, "weights": flow[None].clone(), "steps": None}
+            )
     return rolled

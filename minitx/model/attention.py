@@ -29,6 +29,7 @@ from torch import nn
 from minitx.config import ModelConfig
 from minitx.model.dropout import apply_dropout
 from minitx.model.positions import AlibiBias, RelativeBias, Rotary
+from minitx.model.slicing import padded, sliced
 
 
 @dataclass
@@ -61,22 +62,27 @@ def explicit_attention(
     v: torch.Tensor,
     mask: torch.Tensor | None,
     dropout: float = 0.0,
-    scale: float | None = None,
+    scale: float | torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
+    steps: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(QKᵀ·scale + bias)·V written out: the output and the attention weights (B, H, Tq, Tk).
 
     `mask` is True where attention is allowed (padding and causal masks combined). The same result
     as `F.scaled_dot_product_attention`; used where the weights are wanted, and on the CPU in bf16,
-    where it is faster.
+    where it is faster. `scale` may be one per head (H, 1, 1). Given a `steps` dict, the raw
+    scores QKᵀ, the position bias and the mask are put in it as they are computed.
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, Tq, Tk)
+    raw = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+    scores = raw * scale
     if bias is not None:
         scores = scores + bias
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
+    if steps is not None:
+        steps.update(raw=raw, bias=bias, allowed=mask)
     out = apply_dropout(weights, dropout, training=dropout > 0).to(v.dtype) @ v
     return out, weights
 
@@ -137,6 +143,9 @@ class MultiHeadAttention(nn.Module):
             self.bias = AlibiBias(spec.n_heads)
         self.keep_weights = False  # set by `recording_attention`: keep the last weights for a plot
         self.weights: torch.Tensor | None = None  # (B, H, Tq, Tk) when kept
+        # Set by `recording_attention(steps=True)`: every term of the last forward pass (`_record`).
+        self.keep_steps = False
+        self.steps: dict | None = None
         # A gate on each head's output (Michel et al., 2019: 0 masks the head, and the loss's
         # gradient with respect to it measures the head's importance); None: every head, ungated.
         self.head_gate: torch.Tensor | None = None  # (H,)
@@ -153,9 +162,9 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("pruning would leave an attention module with no head")
         rows = torch.cat([torch.arange(i * self.d_head, (i + 1) * self.d_head) for i in keep])
         half = self.n_kv_heads * self.d_head  # kv_proj: the keys' rows, then the values'
-        self.q_proj = _sliced(self.q_proj, rows, dim=0)
-        self.kv_proj = _sliced(self.kv_proj, torch.cat([rows, rows + half]), dim=0)
-        self.out_proj = _sliced(self.out_proj, rows, dim=1)
+        self.q_proj = sliced(self.q_proj, rows, dim=0)
+        self.kv_proj = sliced(self.kv_proj, torch.cat([rows, rows + half]), dim=0)
+        self.out_proj = sliced(self.out_proj, rows, dim=1)
         if self.score == "cosine":
             self.log_scale = nn.Parameter(self.log_scale.data[keep].clone())
         if self.bias is not None:
@@ -169,9 +178,9 @@ class MultiHeadAttention(nn.Module):
         size (for formats with one head count for every layer)."""
         d_head, full = self.d_head, n_heads * self.d_head
         rows = torch.cat([torch.arange(h * d_head, (h + 1) * d_head) for h in self.head_ids])
-        self.q_proj = _padded(self.q_proj, rows, full, dim=0)
-        self.kv_proj = _padded(self.kv_proj, torch.cat([rows, rows + full]), 2 * full, dim=0)
-        self.out_proj = _padded(self.out_proj, rows, full, dim=1)
+        self.q_proj = padded(self.q_proj, rows, full, dim=0)
+        self.kv_proj = padded(self.kv_proj, torch.cat([rows, rows + full]), 2 * full, dim=0)
+        self.out_proj = padded(self.out_proj, rows, full, dim=1)
         if self.score == "cosine":
             log_scale = torch.full_like(self.log_scale.data[:1], math.log(10.0)).repeat(
                 n_heads, 1, 1
@@ -214,17 +223,49 @@ class MultiHeadAttention(nn.Module):
         if self.rotary is not None:
             q = self.rotary(q, torch.arange(offset, offset + q_len, device=q.device))
         k, v = self._share_kv_heads(k), self._share_kv_heads(v)  # (B, H, Tk, Dh)
+        steps = {} if self.keep_steps else None
+        scale = self.scale  # None: 1/√d_k
         if self.score == "cosine":
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-            q = q * self.log_scale.clamp(max=math.log(100.0)).exp().to(q.dtype)
+            scale = self.log_scale.clamp(max=math.log(100.0)).exp().to(q.dtype)  # (H, 1, 1)
+            if steps is None:  # the fused kernels take one scale for all heads: scale q instead
+                q, scale = q * scale, 1.0
         if self.window is not None:
-            out = self._banded(q, k, v, mask)
+            out = self._banded(q, k, v, mask, scale, steps)
         else:
-            out = self._full(q, k, v, mask, causal and q_len > 1)
+            out = self._full(q, k, v, mask, causal and q_len > 1, scale, steps)
         if self.head_gate is not None:
             out = out * self.head_gate.to(out.dtype)[:, None, None]  # (B, H, Tq, Dh)
+        if steps is not None:
+            self.steps = self._record(steps, q, k, v, out, scale)
         out = out.transpose(1, 2).reshape(batch, q_len, self.n_heads * self.d_head)  # (B, Tq, H·Dh)
         return self.out_proj(out)
+
+    def _record(self, steps: dict, q, k, v, out, scale) -> dict:
+        """The terms of one forward pass, for a reader to follow one head's computation: the
+        vectors that were compared (q and k after rotation; unit length for cosine), the raw
+        scores q·k, the scale per head, the position bias (H, Tq, Tk) and the mask (True where
+        allowed) as they were added, the softmax weights, the values, each head's output Σ w·v (times its gate, if
+        any), and its share of the layer output: its slice of the output projection applied to it (the
+        shares plus `out_bias` sum to the layer's output)."""
+        heads = self.n_heads
+        scale = torch.as_tensor(self.d_head**-0.5 if scale is None else scale, device=q.device)
+        per_head = self.out_proj.weight.view(-1, heads, self.d_head)  # (D, H, Dh)
+        share = torch.einsum("bhtd,ehd->bhte", out.to(per_head.dtype), per_head)
+        if steps.get("allowed") is not None:  # one shape for every mask: (B, H, Tq, Tk)
+            steps["allowed"] = torch.broadcast_to(steps["allowed"], steps["raw"].shape)
+        return {
+            **{name: t.detach() for name, t in steps.items() if t is not None},
+            "q": q.detach(),
+            "k": k.detach(),
+            "v": v.detach(),
+            "weights": self.weights,
+            "scale": scale.detach().float().reshape(-1).expand(heads).clone(),
+            "head_out": out.detach(),
+            **({} if self.head_gate is None else {"gate": self.head_gate.detach()}),
+            "share": share.detach(),
+            "out_bias": self.out_proj.bias.detach(),
+        }
 
     def _relative_bias(self, q_len: int, k_len: int, device: torch.device) -> torch.Tensor | None:
         """The position bias (H, Tq, Tk) of the last Tq queries against Tk keys, if any."""
@@ -234,13 +275,13 @@ class MultiHeadAttention(nn.Module):
         distance = torch.arange(k_len, device=device)[None, :] - queries[:, None]
         return self.bias(distance)
 
-    def _full(self, q, k, v, mask, causal: bool) -> torch.Tensor:
+    def _full(self, q, k, v, mask, causal: bool, scale, steps: dict | None) -> torch.Tensor:
         dropout = self.dropout if self.training else 0.0
         q_len, k_len = q.shape[2], k.shape[2]
         bias = self._relative_bias(q_len, k_len, q.device)
         bias = None if bias is None else bias.to(q.dtype)
         slow_fused = q.device.type == "cpu" and q.dtype == torch.bfloat16
-        explicit = self.keep_weights or slow_fused
+        explicit = self.keep_weights or steps is not None or slow_fused
         if causal and (explicit or bias is not None):
             # One mask for the explicit formula, and for the fused kernel, which takes a bias or
             # a mask but not both, and no `is_causal` beside a mask.
@@ -249,17 +290,17 @@ class MultiHeadAttention(nn.Module):
         if explicit:
             # torch's fused CPU kernel is slow in bf16: its backward took 7x longer than these
             # three ops on Multi30k-sized batches (torch 2.13, scripts/bench_attention.py).
-            out, weights = explicit_attention(q, k, v, mask, dropout, self.scale, bias)
-            if self.keep_weights:
+            out, weights = explicit_attention(q, k, v, mask, dropout, scale, bias, steps)
+            if self.keep_weights or steps is not None:
                 self.weights = weights.detach()
             return out
         if bias is not None:
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=self.scale
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale
         )
 
-    def _banded(self, q, k, v, mask) -> torch.Tensor:
+    def _banded(self, q, k, v, mask, scale, steps: dict | None) -> torch.Tensor:
         """Each query i attends to keys i + j·dilation, j = −W…W, in blocks of C queries: a block
         scores only its C + 2·W·dilation neighbouring keys, so memory grows with T·(C + 2WD), not T²."""
         batch, heads, length, d_head = q.shape
@@ -275,12 +316,17 @@ class MultiHeadAttention(nn.Module):
         v_win = F.pad(v, (0, 0, reach, reach + padded - length)).unfold(2, span, block)
         # (B, H, n, Dh, span) each
         q_blocks = q.view(batch, heads, n_blocks, block, d_head)  # (B, H, n, C, Dh)
-        scale = d_head**-0.5 if self.scale is None else self.scale
-        scores = (q_blocks @ k_win) * scale  # (B, H, n, C, span)
+        scale = d_head**-0.5 if scale is None else scale
+        if isinstance(scale, torch.Tensor):
+            scale = scale.unsqueeze(-1)  # (H, 1, 1, 1): one per head
+        raw = q_blocks @ k_win  # (B, H, n, C, span)
+        scores = raw * scale
         offset = torch.arange(span, device=q.device)[None, :] - reach
         distance = offset - torch.arange(block, device=q.device)[:, None]  # key − query (C, span)
+        bias = None
         if self.bias is not None:
-            scores = scores + self.bias(distance).to(scores.dtype)[:, None]  # (H, 1, C, span)
+            bias = self.bias(distance).to(scores.dtype)[:, None]  # (H, 1, C, span)
+            scores = scores + bias
         in_band = (distance.abs() <= reach) & (distance % self.dilation == 0)
         real = torch.ones(batch, length, dtype=torch.bool, device=q.device)
         if mask is not None:  # (B, 1, 1, T) key padding
@@ -289,8 +335,13 @@ class MultiHeadAttention(nn.Module):
         # A query always sees itself, so no row is empty (padding queries would give NaN).
         allowed = (in_band & real[:, None, :, None, :]) | (distance == 0)  # (B, 1, n, C, span)
         weights = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
-        if self.keep_weights:
+        if self.keep_weights or steps is not None:
             self.weights = self._spread(weights.detach(), length, reach)
+        if steps is not None:  # as (Tq, Tk) matrices, zero (and not allowed) outside the band
+            steps["raw"] = self._spread(raw, length, reach)
+            steps["allowed"] = self._spread(allowed.expand_as(raw), length, reach)
+            if bias is not None:
+                steps["bias"] = self._spread(bias.expand_as(raw), length, reach)[0]
         dropout = self.dropout if self.training else 0.0
         weights = apply_dropout(weights, dropout, training=dropout > 0).to(v.dtype)
         out = weights @ v_win.transpose(-2, -1)  # (B, H, n, C, Dh)
@@ -315,45 +366,17 @@ class MultiHeadAttention(nn.Module):
         return t if groups == 1 else t.repeat_interleave(groups, dim=1)
 
 
-def _sliced(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A copy of `linear` keeping the output rows (dim 0) or input columns (dim 1) `index`."""
-    weight = linear.weight.data.index_select(dim, index)
-    sliced = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None)
-    sliced.to(weight.device, weight.dtype)
-    sliced.weight.data.copy_(weight)
-    if linear.bias is not None:
-        bias = linear.bias.data if dim == 1 else linear.bias.data.index_select(0, index)
-        sliced.bias.data.copy_(bias)
-    return sliced
-
-
-def _padded(linear: nn.Linear, index: torch.Tensor, size: int, dim: int) -> nn.Linear:
-    """`linear` grown to `size` output rows (dim 0) or input columns (dim 1), its own at `index`
-    and zeros elsewhere."""
-    shape = list(linear.weight.shape)
-    shape[dim] = size
-    weight = linear.weight.data.new_zeros(shape)
-    weight.index_copy_(dim, index.to(weight.device), linear.weight.data)
-    padded = nn.Linear(shape[1], shape[0], bias=linear.bias is not None)
-    padded.to(weight.device, weight.dtype)
-    padded.weight.data.copy_(weight)
-    if linear.bias is not None:
-        bias = linear.bias.data
-        if dim == 0:
-            bias = bias.new_zeros(size).index_copy_(0, index.to(bias.device), bias)
-        padded.bias.data.copy_(bias)
-    return padded
-
-
 @contextmanager
-def recording_attention(model: nn.Module):
+def recording_attention(model: nn.Module, steps: bool = False):
     """Within this block every attention module of `model` keeps its last weights (`.weights`,
-    (B, H, Tq, Tk)): the same forward pass, through the explicit formula, for plots."""
+    (B, H, Tq, Tk)): the same forward pass, through the explicit formula, for plots. With
+    `steps`, also every term of the computation (`.steps`, see `MultiHeadAttention._record`)."""
     modules = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
     for module in modules:
-        module.keep_weights = True
+        module.keep_weights, module.keep_steps = True, steps
     try:
         yield
     finally:
         for module in modules:
             module.keep_weights, module.weights = False, None
+            module.keep_steps, module.steps = False, None

@@ -210,7 +210,11 @@ def _attention_of(run: RunDir, model: Model, rows: list[dict]) -> Path:
         row["example"] = index
         examples.append(model.attention(row["source"]))
     cfg = model.config.model
-    data = page_data(examples, f"{run.name}: sample translations", cfg.window, cfg.dilation)
+    title = f"{run.name}: sample translations"
+    # Several examples: without the step-by-step terms, which would make the page megabytes each.
+    data = page_data(
+        examples, title, cfg.window, cfg.dilation, cfg.attention, cfg.positions, steps=False
+    )
     return write_attention_page(data, run.root / "report_attention.html")
 
 
