@@ -308,3 +308,21 @@ def test_in_chromium_the_step_view_shows_one_heads_numbers(page, browser):
     outputs = browser.find_elements("css selector", "#step-output g.strip")
     assert len(outputs) == len(shown["keys"]) + 2  # weighted values, the output, the share
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_in_chromium_the_rollout_view_draws_the_flow_without_steps(page, browser):
+    browser.get((page["out"] / "attention.html").as_uri())
+    _select(browser, "kind", "encoder_rollout")
+    _select(browser, "layer", "1")
+    (example,) = page["data"]["examples"]
+    shown = next(m for m in example["maps"] if m["kind"] == "encoder_rollout" and m["layer"] == 1)
+    flow = unpacked(shown["weights"])[0]
+    cells = browser.find_elements("css selector", "#matrix rect.cell")
+    assert len(cells) == flow.numel()
+    for cell in cells:
+        i, j = int(cell.get_attribute("data-query")), int(cell.get_attribute("data-key"))
+        assert float(cell.get_attribute("data-weight")) == pytest.approx(
+            float(flow[i, j]), abs=1e-4
+        )
+    assert browser.find_element("id", "steps-body").value_of_css_property("display") == "none"
+    assert "rollout" in browser.find_element("id", "steps-note").text
