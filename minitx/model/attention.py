@@ -282,9 +282,10 @@ class MultiHeadAttention(nn.Module):
         bias = None if bias is None else bias.to(q.dtype)
         slow_fused = q.device.type == "cpu" and q.dtype == torch.bfloat16
         explicit = self.keep_weights or steps is not None or slow_fused
-        if causal and (explicit or bias is not None):
+        if causal and (explicit or bias is not None or q_len != k_len):
             # One mask for the explicit formula, and for the fused kernel, which takes a bias or
-            # a mask but not both, and no `is_causal` beside a mask.
+            # a mask but not both, and no `is_causal` beside a mask; its `is_causal` also aligns
+            # the queries with the first keys, not the last (several new tokens after a cache).
             allowed = causal_mask(q_len, k_len, q.device)
             mask, causal = allowed if mask is None else mask & allowed, False
         if explicit:

@@ -17,12 +17,21 @@ import torch.nn.functional as F
 
 from minitx.config import DecodeConfig
 from minitx.data.tokenizer import SpecialIds
-from minitx.model.attention import KVCache
 from minitx.model.transformer import Seq2Seq
 
-# One entry per source of a batch: what a search takes per sentence beyond its tokens (a target
-# prefix or lexical constraints, for the searches that will use them), None where there is none.
-SentenceInputs = Sequence[object | None]
+# One entry per source of a batch: what its output must do (a `SentenceSteering`: a target
+# prefix, lexical constraints, banned phrases), None where there is nothing.
+SentenceInputs = Sequence["SentenceSteering | None"]
+
+
+@dataclass(frozen=True)
+class SentenceSteering:
+    """What one sentence's output must do, in target token ids: start with `prefix`, contain each
+    of `constraints`, and contain none of `banned` (every tokenization of each banned phrase)."""
+
+    prefix: tuple[int, ...] = ()
+    constraints: tuple[tuple[int, ...], ...] = ()
+    banned: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass
@@ -56,17 +65,58 @@ def max_lengths(src: torch.Tensor, pad_id: int, cfg: DecodeConfig) -> torch.Tens
     return torch.clamp((src_len * cfg.max_len_ratio).ceil().long() + cfg.max_len_offset, min=1)
 
 
-def next_log_probs(
-    model: Seq2Seq,
-    tokens: torch.Tensor,
-    memory: torch.Tensor,
-    src_mask: torch.Tensor,
-    cache: list[tuple[KVCache, KVCache]] | None,
-) -> torch.Tensor:
+class DecoderState(Protocol):
+    """A batch being decoded: the next-token log-probabilities of target prefixes."""
+
+    def log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, t_new, V): the log-probabilities after each position of `tokens` (N, t) not fed
+        before (all of them without a cache)."""
+        ...
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Rows follow `rows` (beam search keeps its survivors; each stays within its sentence)."""
+        ...
+
+
+class ModelState:
+    """One model decoding a batch (B, S): the source encoded once and repeated `copies` times per
+    sentence, and its key/value cache, so that each call feeds only the tokens it has not seen."""
+
+    def __init__(self, model: Seq2Seq, src: torch.Tensor, copies: int, use_cache: bool):
+        memory, src_mask = model.encode(src)
+        self.model = model
+        self.memory = memory.repeat_interleave(copies, dim=0)  # (B·copies, S, D)
+        self.src_mask = src_mask.repeat_interleave(copies, dim=0)
+        self.cache = model.new_cache() if use_cache else None
+        self.fed = 0  # target positions already in the cache
+
+    def log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.cache is None:
+            logits = self.model.decode(tokens, self.memory, self.src_mask)[:, self.fed :]
+        else:
+            new = tokens[:, self.fed :]
+            logits = self.model.decode(
+                new, self.memory, self.src_mask, cache=self.cache, offset=self.fed
+            )
+        self.fed = tokens.shape[1]
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        if self.cache is not None:
+            # Cross-attention caches need no reordering: all copies of a sentence share its source.
+            for self_cache, _ in self.cache:
+                self_cache.reorder(rows)
+
+
+def start(model, src: torch.Tensor, copies: int, use_cache: bool) -> DecoderState:
+    """The decoder state of `model` for a batch of sources (B, S), each decoded in `copies` rows:
+    a model with its own `start` (an Ensemble) makes it; any other has a Seq2Seq's `encode`,
+    `decode` and `new_cache`."""
+    if hasattr(model, "start"):
+        return model.start(src, copies, use_cache)
+    return ModelState(model, src, copies, use_cache)
+
+
+def next_log_probs(state: DecoderState, tokens: torch.Tensor) -> torch.Tensor:
     """Log-probabilities (N, V) of the token after `tokens` (N, t)."""
-    if cache is not None:
-        step = tokens.shape[1] - 1
-        logits = model.decode(tokens[:, -1:], memory, src_mask, cache=cache, offset=step)
-    else:
-        logits = model.decode(tokens, memory, src_mask)
-    return F.log_softmax(logits[:, -1].float(), dim=-1)
+    return state.log_probs(tokens)[:, -1]

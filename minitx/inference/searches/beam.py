@@ -14,7 +14,9 @@ from minitx.inference.searches.base import (
     SentenceInputs,
     max_lengths,
     next_log_probs,
+    start,
 )
+from minitx.inference.searches.steering import RowSteering
 from minitx.model.transformer import Seq2Seq
 
 
@@ -36,20 +38,20 @@ def beam_search(
     (`_Finished`); fairseq instead stops at the first K finished.
     """
     batch, k, device = src.shape[0], cfg.beam_size, src.device
-    memory, src_mask = model.encode(src)
-    memory = memory.repeat_interleave(k, dim=0)  # (B·K, S, D)
-    src_mask = src_mask.repeat_interleave(k, dim=0)
+    state = start(model, src, k, use_cache)
     limits = max_lengths(src, ids.pad_id, cfg)  # (B,)
-    cache = model.new_cache() if use_cache else None
-
-    scores = torch.zeros(batch, k, device=device)
+    steering = RowSteering(inputs, batch, k, device)
+    steering.check_fits(limits, k)
+    tokens, forced, log_probs = steering.prefill(state, ids.bos_id, batch * k, device)
+    scores = forced.view(batch, k).clone()
     scores[:, 1:] = -math.inf  # all beams start identical: expand only the first
-    tokens = torch.full((batch * k, 1), ids.bos_id, dtype=torch.long, device=device)
     beam_base = torch.arange(batch, device=device).unsqueeze(1) * k  # (B, 1)
     finished = _Finished(batch, k, cfg.length_penalty)
 
-    for step in range(int(limits.max())):
-        log_probs = next_log_probs(model, tokens, memory, src_mask, cache)  # (B·K, V)
+    for step in range(steering.shared, int(limits.max())):
+        if step > steering.shared:
+            log_probs = next_log_probs(state, tokens)  # (B·K, V)
+        log_probs = steering.steer(log_probs, tokens, step)
         vocab = log_probs.shape[1]
         at_limit = (step >= limits - 1).repeat_interleave(k)
         log_probs[at_limit] = torch.where(
@@ -70,10 +72,7 @@ def beam_search(
             break
         survivors = origin.gather(1, keep).view(-1)
         tokens = torch.cat([tokens[survivors], new_token.gather(1, keep).view(-1, 1)], dim=1)
-        if cache is not None:
-            # Cross-attention caches need no reordering: all K beams of a sentence share its source.
-            for self_cache, _ in cache:
-                self_cache.reorder(survivors)
+        state.reorder(survivors)
     return finished.best(cfg.n_best)
 
 

@@ -15,7 +15,9 @@ from minitx.inference.searches.base import (
     SentenceInputs,
     max_lengths,
     next_log_probs,
+    start,
 )
+from minitx.inference.searches.steering import RowSteering
 from minitx.model.transformer import Seq2Seq
 
 # (next-token log-probabilities (N, V), step) → the chosen token of each row (N,)
@@ -33,7 +35,7 @@ def greedy(
 ) -> list[list[Hypothesis]]:
     """The most likely next token at every step, for each source of a batch (B, S): one
     hypothesis each."""
-    return token_by_token(model, src, ids, replace(cfg, n_best=1), _most_likely, use_cache)
+    return token_by_token(model, src, ids, replace(cfg, n_best=1), _most_likely, use_cache, inputs)
 
 
 def _most_likely(log_probs: torch.Tensor, step: int) -> torch.Tensor:
@@ -47,21 +49,24 @@ def token_by_token(
     cfg: DecodeConfig,
     choose: ChooseToken,
     use_cache: bool,
+    inputs: SentenceInputs | None = None,
 ) -> list[list[Hypothesis]]:
     """Decode `cfg.n_best` outputs per source, each token `choose`n from the next-token
-    log-probabilities (N, V); returns them ranked by score."""
+    log-probabilities (N, V), steered by `inputs` (prefixes, banned phrases); returns them
+    ranked by score."""
     copies = cfg.n_best
-    memory, src_mask = model.encode(src)
-    memory = memory.repeat_interleave(copies, dim=0)  # (B·N, S, D)
-    src_mask = src_mask.repeat_interleave(copies, dim=0)
-    limits = max_lengths(src, ids.pad_id, cfg).repeat_interleave(copies)  # (B·N,)
-    cache = model.new_cache() if use_cache else None
     rows, device = src.shape[0] * copies, src.device
-    tokens = torch.full((rows, 1), ids.bos_id, dtype=torch.long, device=device)
+    state = start(model, src, copies, use_cache)
+    sentence_limits = max_lengths(src, ids.pad_id, cfg)
+    limits = sentence_limits.repeat_interleave(copies)  # (B·N,)
+    steering = RowSteering(inputs, src.shape[0], copies, device)
+    steering.check_fits(sentence_limits, copies)
+    tokens, log_prob, log_probs = steering.prefill(state, ids.bos_id, rows, device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    log_prob = torch.zeros(rows, device=device)
-    for step in range(int(limits.max())):
-        log_probs = next_log_probs(model, tokens, memory, src_mask, cache)  # (B·N, V)
+    for step in range(steering.shared, int(limits.max())):
+        if step > steering.shared:
+            log_probs = next_log_probs(state, tokens)  # (B·N, V)
+        log_probs = steering.steer(log_probs, tokens, step)
         next_tokens = torch.where(step >= limits - 1, ids.eos_id, choose(log_probs, step))
         next_tokens = torch.where(finished, ids.pad_id, next_tokens)
         chosen = log_probs.gather(1, next_tokens.unsqueeze(1)).squeeze(1)

@@ -43,7 +43,7 @@ def sample(
         device=src.device,
     )
     draw = functools.partial(_draw, cfg=cfg, keys=keys)
-    return token_by_token(model, src, ids, cfg, draw, use_cache)
+    return token_by_token(model, src, ids, cfg, draw, use_cache, inputs)
 
 
 def _draw(
