@@ -37,6 +37,7 @@ from minitx.data.tokenizer import Codecs, load_codecs
 from minitx.errors import UserError
 from minitx.inference.decode import Hypothesis
 from minitx.inference.engines import EXPORT_ENGINES, Engine, ExportedRun, PyTorchEngine
+from minitx.inference.steering import Steering
 from minitx.model.checkpoint import find_checkpoint, load_meta, load_weights
 from minitx.run_dir import RunDir
 from minitx.runtime import Compute
@@ -79,6 +80,7 @@ class Model:
     engine: Engine
     compute: Compute
     checkpoint_step: int
+    members: tuple[str, ...] = ()  # an ensemble's runs (see `load`); () for one run
 
     def decode_config(self, **options: Any) -> DecodeConfig:
         """The run's decode settings with `options` (DecodeConfig's fields: beam_size, n_best,
@@ -101,10 +103,16 @@ class Model:
         return config_from_dict(raw, source="decode options").decode
 
     def translate(
-        self, texts: Sequence[str], decode: DecodeConfig | None = None, **options: Any
+        self,
+        texts: Sequence[str],
+        decode: DecodeConfig | None = None,
+        steering: Steering | Sequence[Steering | None] | None = None,
+        **options: Any,
     ) -> list[Translation]:
         """Translate each text with `decode`, settings from `decode_config` (checked once for
-        many calls), or with decode `options` applied to the run's settings for this call."""
+        many calls), or with decode `options` applied to the run's settings for this call.
+        `steering`: a `Steering` for every text, or one per text (None for none): a target prefix,
+        lexical constraints, banned phrases."""
         if isinstance(texts, str):
             raise UserError("translate takes a list of texts; wrap a single text in a list")
         if decode is not None and options:
@@ -112,7 +120,15 @@ class Model:
         self._require(self.task.generates_text, "translate")
         if decode is None:
             decode = self.decode_config(**options)
-        found = self.engine.translate(list(texts), decode)
+        if isinstance(steering, Steering):
+            steering = [steering] * len(texts)
+        steering = list(steering or [])
+        if steering and len(steering) != len(texts):
+            raise UserError(
+                f"{len(steering)} steerings for {len(texts)} texts: give one per text, or one "
+                "Steering for all"
+            )
+        found = self.engine.translate(list(texts), decode, steering)
         return [Translation(text, hyps) for text, hyps in zip(texts, found, strict=True)]
 
     def translate_split(
@@ -185,15 +201,20 @@ class Model:
 
 
 def load(
-    run_dir: str | Path,
+    run_dir: str | Path | Sequence[str | Path],
     checkpoint: str = "best",
     device: str | None = None,
     overrides: Sequence[str] = (),
 ) -> Model:
-    """Load a run written by `minitx train`, or an export written by `minitx export`.
-    `checkpoint`: best, last, averaged or step_N; `device`: cpu, cuda, mps (default: the run's
-    run.device); `overrides`: `decode.*`/`run.*` settings as `--set` takes them, e.g.
-    ["decode.beam_size=1"]."""
+    """Load a run written by `minitx train`, or an export written by `minitx export`; several
+    translation runs (a list) load as one ensemble. `checkpoint`: best, last, averaged or
+    step_N; `device`: cpu, cuda, mps (default: the run's run.device); `overrides`:
+    `decode.*`/`run.*` settings as `--set` takes them, e.g. ["decode.beam_size=1"]."""
+    if not isinstance(run_dir, str | Path):
+        runs = list(run_dir)
+        if len(runs) == 1:
+            return load(runs[0], checkpoint, device, overrides)
+        return _ensemble([load(run, checkpoint, device, overrides) for run in runs])
     run = RunDir(run_dir)
     directory = run.checkpoint(checkpoint)  # refuses a name that is not a checkpoint's
     cfg = run.config()
@@ -224,6 +245,40 @@ def load(
     engine = PyTorchEngine(network, codecs, compute)
     step = int(load_meta(found).get("step", 0))
     return Model(run, cfg, task, codecs, labels, engine, compute, step)
+
+
+def _ensemble(models: list[Model]) -> Model:
+    """Runs that decode as one: the first run's config, tokenizers and decode settings; each
+    model's distributions combined per step (inference/ensemble.py)."""
+    from minitx.inference.ensemble import Ensemble
+
+    first = models[0]
+    for model in models:
+        if not isinstance(model.engine, PyTorchEngine):
+            raise UserError(f"{model.run} is an export; an ensemble is made of run directories")
+        if model.task.name != first.task.name or not model.task.generates_text:
+            raise UserError(
+                f"an ensemble is of translation runs: {first.run} is a {first.task.name} run, "
+                f"{model.run} a {model.task.name} run"
+            )
+        for side in ("src", "tgt"):
+            if (
+                getattr(model.codecs, side).tokenizer.get_vocab()
+                != getattr(first.codecs, side).tokenizer.get_vocab()
+            ):
+                raise UserError(
+                    f"{model.run} and {first.run} have different {side} vocabularies; an "
+                    "ensemble's runs share their tokenizer (train the others with "
+                    f"tokenizer.path: {first.run.root}/tokenizer.json)"
+                )
+    network = Ensemble(
+        [model.engine.model for model in models], first.config.decode.ensemble_combine
+    )
+    run = RunDir(first.run.root)
+    run.eval_dir = first.run.eval_dir / "ensemble"  # not to overwrite the first run's scores
+    engine = PyTorchEngine(network, first.codecs, first.compute)
+    members = tuple(str(model.run) for model in models)
+    return dataclasses.replace(first, run=run, engine=engine, members=members)
 
 
 def _export_engine(task: Task, info: dict, run: RunDir) -> Callable[[ExportedRun], Engine]:

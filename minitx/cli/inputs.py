@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import select
 import sys
@@ -12,6 +13,9 @@ from pathlib import Path
 import typer
 
 from minitx.errors import UserError
+from minitx.inference.steering import Steering
+
+STEERING_FIELDS = ("target_prefix", "constraints", "banned")
 
 
 def for_non_empty(lines: list[str], function: Callable[[list[str]], list]) -> list:
@@ -85,3 +89,45 @@ def _decode_line(raw: bytes, where: str, number: int) -> str:
         raise UserError(
             f"{where} line {number} is not UTF-8 text (bad byte at position {exc.start})"
         ) from None
+
+
+def leading_runs(first: Path, texts: list[str], more: list[Path]) -> tuple[list[Path], list[str]]:
+    """The runs to load (the first, the texts' leading arguments that are run directories, and
+    `more`) and the texts left: `minitx translate RUN1 RUN2 TEXT` is an ensemble of two."""
+    runs = [first]
+    while texts and (Path(texts[0]) / "config.yaml").is_file():
+        runs.append(Path(texts.pop(0)))
+    return runs + more, texts
+
+
+def steered_line(line: str, given: Steering, number: int) -> tuple[str, Steering]:
+    """A jsonl input line → its text and its steering (its own fields, else `given`'s)."""
+    if not line.strip():
+        return "", given
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(
+            f"input line {number} is not JSON ({error.msg}); see --input-format"
+        ) from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise UserError(f'input line {number} needs a "text" string, as {{"text": "..."}}')
+    unknown = set(record) - {"text", *STEERING_FIELDS}
+    if unknown:
+        raise UserError(
+            f"input line {number}: unknown field {sorted(unknown)[0]!r}; the fields are text, "
+            + ", ".join(STEERING_FIELDS)
+        )
+    prefix = record.get("target_prefix", given.target_prefix)
+    phrases = {
+        field: record.get(field, list(getattr(given, field))) for field in STEERING_FIELDS[1:]
+    }
+    if not isinstance(prefix, str) or not all(
+        isinstance(value, list) and all(isinstance(p, str) for p in value)
+        for value in phrases.values()
+    ):
+        raise UserError(
+            f"input line {number}: target_prefix is a string, constraints and banned lists of "
+            "strings"
+        )
+    return record["text"], Steering(prefix, tuple(phrases["constraints"]), tuple(phrases["banned"]))

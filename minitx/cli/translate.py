@@ -13,9 +13,10 @@ from typing import Any
 import typer
 
 from minitx.cli.app import CHECKPOINT, QUIET, RUN_DIR, SETS, app, decode_option, start
-from minitx.cli.inputs import for_non_empty, input_batches, print_lines
+from minitx.cli.inputs import for_non_empty, input_batches, leading_runs, print_lines, steered_line
 from minitx.config import DecodeConfig
 from minitx.errors import UserError
+from minitx.inference.steering import Steering, check_steering
 
 
 def _with_decode_options(command: Callable) -> Callable:
@@ -50,6 +51,24 @@ def translate(
     output_format: str = typer.Option(
         "text", "--format", help="text: one line per hypothesis; jsonl: one object per input."
     ),
+    input_format: str = typer.Option(
+        "text",
+        "--input-format",
+        help="text: one sentence per line; jsonl: one object per line, {text, target_prefix, "
+        "constraints, banned}.",
+    ),
+    prefix: str | None = typer.Option(
+        None, "--prefix", help="Every output starts with this target text (forced, scored)."
+    ),
+    constraints: list[str] = typer.Option(
+        None, "--constraint", help="A target phrase every output must contain (repeatable)."
+    ),
+    banned: list[str] = typer.Option(
+        None, "--ban", help="A target phrase no output may contain, however spelt (repeatable)."
+    ),
+    ensemble: list[Path] = typer.Option(
+        None, "--ensemble", help="Another run to decode with, as one ensemble (repeatable)."
+    ),
     split: str | None = typer.Option(
         None, "--split", help="Translate this split of the run's data into --output (distillation)."
     ),
@@ -77,10 +96,18 @@ def translate(
       minitx translate runs/multi30k_de_en_raw -i sentences.de --length-penalty 0.6
       tail -f sentences.de | minitx translate runs/multi30k_de_en_raw
       minitx translate runs/multi30k_de_en_raw --split train --output distilled/train --beam 5
+      minitx translate runs/multi30k_de_en_raw "Ein Hund rennt." --prefix "A brown" --ban puppy
+      minitx translate runs/multi30k_de_en_raw "Ein Hund rennt." --constraint "on the grass"
+      minitx translate runs/multi30k_de_en_raw --input-format jsonl -i steered.jsonl
+      minitx translate runs/multi30k_a runs/multi30k_b "Ein Hund rennt."   # an ensemble
 
     With --split and --output the source side of a split of the run's data and its translations
     become a parallel corpus (OUTPUT.de and OUTPUT.en here) for data.path; run the same command
     again to go on after a stop.
+
+    Steering: --prefix, --constraint and --ban hold for every input; with --input-format jsonl
+    each line may give its own (its fields replace the options'). Run directories given before
+    the texts, or with --ensemble, decode together as one ensemble.
     """
     from minitx.api import load
 
@@ -93,18 +120,33 @@ def translate(
         raise UserError(
             "with --split the sentences come from the split; leave out texts and --input"
         )
-    model = load(run_dir, checkpoint, overrides=overrides)
+    if input_format not in ("text", "jsonl"):
+        raise UserError(f"--input-format must be text or jsonl, got '{input_format}'")
+    runs, texts = leading_runs(run_dir, list(texts or []), list(ensemble or []))
+    model = load(runs, checkpoint, overrides=overrides)
     # Checked once, before any input is read; every batch then decodes with these settings.
     decode = model.decode_config(**decode_options)
+    given = Steering(prefix or "", tuple(constraints or ()), tuple(banned or ()))
+    check_steering(given, decode.max_phrases, "the options")
     if split is not None and output is not None:
         written = model.translate_split(split, output, decode)
         typer.echo(f"wrote {written[0]} and {written[1]}")
         return
+    number = 0
     for lines in input_batches(texts, input_file, decode.batch_size):
-        found = for_non_empty(lines, lambda some: model.translate(some, decode=decode))
+        if input_format == "jsonl":
+            inputs = [steered_line(line, given, number + i + 1) for i, line in enumerate(lines)]
+        else:
+            inputs = [(line, given) for line in lines]
+        number += len(lines)
+        sources = [text for text, _ in inputs]
+        steering = [one for text, one in inputs if text.strip()]  # as for_non_empty passes them
+        found = for_non_empty(
+            sources, lambda some, steering=steering: model.translate(some, decode, steering)
+        )
         print_lines(
             _translation_lines(line, translation, output_format, decode.n_best)
-            for line, translation in zip(lines, found, strict=True)
+            for line, translation in zip(sources, found, strict=True)
         )
 
 

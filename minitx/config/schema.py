@@ -281,6 +281,14 @@ class DecodeConfig:
     alignments: bool = _key(
         False, "also give word alignments (source word i - target word j) from cross-attention"
     )
+    max_phrases: int = _key(
+        8, "lexical constraints, and banned phrases, one input may have at most", min=0, max=64
+    )
+    ensemble_combine: Literal["mean_prob", "mean_log_prob"] = _key(
+        "mean_prob",
+        "several runs decoding as one: the mean of their probabilities, or of their "
+        "log-probabilities (renormalised)",
+    )
     alignment_layer: int | None = _key(
         None,
         "decoder layer whose cross-attention (averaged over heads) gives the alignments, from 0; "

@@ -40,14 +40,20 @@ def translate(
     hypotheses (best first, with their text), in input order. `inputs`, one entry per source, go
     to the search with their sources; `use_cache=False` recomputes every prefix."""
     model.eval()
-    search = search_for(cfg)
-    order = sorted(range(len(src_ids)), key=lambda i: len(src_ids[i]))
+    # Sentences with lexical constraints go through the constrained search in batches of their
+    # own: a sentence's output never depends on which others share its batch.
+    constrained = [bool(inputs is not None and inputs[i] and inputs[i].constraints) for i in
+                   range(len(src_ids))]  # fmt: skip
+    order = sorted(range(len(src_ids)), key=lambda i: (constrained[i], len(src_ids[i])))
     outputs: list[list[Hypothesis]] = [[] for _ in src_ids]
     src_codec, tgt_codec = codecs.src, codecs.tgt
-    for start in range(0, len(order), cfg.batch_size):
-        chosen = order[start : start + cfg.batch_size]
+    batches = [
+        order[start : start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)
+    ]
+    for chosen in (part for batch in batches for part in _split_by(batch, constrained)):
         src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id)
         batch_inputs = None if inputs is None else [inputs[i] for i in chosen]
+        search = search_for(cfg, constrained[chosen[0]])
         with compute.autocast():
             found = search.run(
                 model, src.to(compute.device), tgt_codec.special_ids, cfg, batch_inputs, use_cache
@@ -56,3 +62,9 @@ def translate(
             texts = tgt_codec.decode([h.tokens for h in hypotheses])
             outputs[i] = [replace(h, text=text) for h, text in zip(hypotheses, texts, strict=True)]
     return outputs
+
+
+def _split_by(batch: list[int], flag: list[bool]) -> list[list[int]]:
+    """`batch` as the runs of its indices with the same `flag` (at most two: it is sorted)."""
+    parts = [[i for i in batch if not flag[i]], [i for i in batch if flag[i]]]
+    return [part for part in parts if part]

@@ -23,6 +23,8 @@ def renamed_columns(data: DataConfig, split: str) -> tuple[str, dict[str, str]]:
 
 def pytorch_model(model: Model, command: str) -> nn.Module:
     """The PyTorch network of a loaded run; an export, run by another engine, has none to give."""
+    if model.members:
+        raise UserError(f"`minitx {command}` looks at one run; an ensemble has several")
     if not isinstance(model.engine, PyTorchEngine):
         origin = model.run.export_info().get("run", "see export.json")
         raise UserError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -14,6 +14,7 @@ from minitx.config import Config, DecodeConfig
 from minitx.data.tokenizer import Codecs, TextCodec
 from minitx.errors import UserError
 from minitx.inference.decode import Hypothesis
+from minitx.inference.steering import Steering
 
 
 class Engine(Protocol):
@@ -25,8 +26,11 @@ class Engine(Protocol):
 
     name: str  # what GET /info reports: pytorch, ctranslate2, onnx
 
-    def translate(self, texts: list[str], decode: DecodeConfig) -> list[list[Hypothesis]]:
-        """Each text's hypotheses, best first."""
+    def translate(
+        self, texts: list[str], decode: DecodeConfig, steering: Sequence[Steering | None] = ()
+    ) -> list[list[Hypothesis]]:
+        """Each text's hypotheses, best first; `steering`, one per text where given, says what
+        its output must start with, contain or avoid (an engine refuses what it cannot honour)."""
         ...
 
     def class_probabilities(self, src: torch.Tensor) -> torch.Tensor:
@@ -87,3 +91,14 @@ def within_limit(hypothesis: Hypothesis, limit: int, codec: TextCodec) -> Hypoth
         return hypothesis
     ids = hypothesis.tokens[: limit - 1]
     return replace(hypothesis, tokens=ids, text=codec.decode([ids])[0])
+
+
+def refuse_steering(steering: Sequence[Steering | None], engine: str, fields: tuple[str, ...]):
+    """One clear error where a text asks for what `engine` cannot do (`fields` of Steering)."""
+    for number, one in enumerate(steering, start=1):
+        for field in fields:
+            if one is not None and getattr(one, field):
+                raise UserError(
+                    f"input {number}: the {engine} engine cannot honour {field.replace('_', ' ')}"
+                    "; translate with the run directory (the PyTorch model) instead"
+                )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 
@@ -15,8 +16,10 @@ from minitx.inference.engines.base import (
     check_export_inputs,
     length_sorted_batches,
     output_limit,
+    refuse_steering,
     within_limit,
 )
+from minitx.inference.steering import Steering, steering_tokens
 
 # CTranslate2 closes a sentence's beam once beam_size × patience hypotheses have finished (Kasai
 # et al., 2022); minitx closes it once its best live beam, at its current length, scores no better
@@ -51,23 +54,44 @@ class CTranslate2Engine:
         )
         torch.set_num_threads(torch_threads)
 
-    def translate(self, texts: list[str], decode: DecodeConfig) -> list[list[Hypothesis]]:
+    def translate(
+        self, texts: list[str], decode: DecodeConfig, steering: Sequence[Steering | None] = ()
+    ) -> list[list[Hypothesis]]:
+        """A target prefix becomes CTranslate2's `target_prefix`, banned phrases (every
+        tokenization) its `suppress_sequences`; it has no lexical constraints."""
+        refuse_steering(steering, self.name, ("constraints",))
         src_tokenizer = self.codecs.src.tokenizer
         sources = [e.tokens for e in src_tokenizer.encode_batch(texts, add_special_tokens=False)]
         check_export_inputs([len(t) + 1 for t in sources], decode, self.max_positions)
         limits = [output_limit(len(t) + 1, decode, self.max_positions) for t in sources]
+        tokens = steering_tokens(list(steering) or [None] * len(texts), self.codecs.tgt,
+                                 decode.max_phrases)  # fmt: skip
         outputs: list[list[Hypothesis]] = [[] for _ in sources]
-        for chosen in length_sorted_batches(sources, decode.batch_size):
-            limit = max(limits[i] for i in chosen)
-            self._translate(chosen, [sources[i] for i in chosen], limit, decode, outputs)
+        # suppress_sequences holds for a whole call: texts with the same banned phrases together
+        groups: dict[tuple, list[int]] = {}
+        for i, one in enumerate(tokens):
+            groups.setdefault(one.banned if one else (), []).append(i)
+        for banned, members in groups.items():
+            for part in length_sorted_batches([sources[i] for i in members], decode.batch_size):
+                chosen = [members[i] for i in part]
+                limit = max(limits[i] for i in chosen)
+                prefixes = [self._strings(tokens[i].prefix if tokens[i] else ()) for i in chosen]
+                steer = {"suppress_sequences": [self._strings(s) for s in banned] or None}
+                if any(prefixes):
+                    steer["target_prefix"] = prefixes
+                self._translate(chosen, [sources[i] for i in chosen], limit, decode, outputs, steer)
         return [
             [within_limit(h, limit, self.codecs.tgt) for h in hypotheses]
             for hypotheses, limit in zip(outputs, limits, strict=True)
         ]
 
-    def _translate(self, rows, batch, limit: int, decode: DecodeConfig, outputs) -> None:
+    def _strings(self, ids) -> list[str]:
+        return [self.codecs.tgt.tokenizer.id_to_token(i) for i in ids]
+
+    def _translate(self, rows, batch, limit: int, decode: DecodeConfig, outputs, steer) -> None:
         results = self.translator.translate_batch(
             batch,
+            **steer,
             max_decoding_length=limit,
             min_decoding_length=0,
             max_input_length=0,  # no silent truncation: too long an input was refused above

@@ -3,7 +3,7 @@ decode options, giving the same `Hypothesis` lists as the PyTorch model does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -16,8 +16,10 @@ from minitx.inference.engines.base import (
     check_export_inputs,
     length_sorted_batches,
     output_limit,
+    refuse_steering,
     within_limit,
 )
+from minitx.inference.steering import Steering
 
 
 class TransformersEngine:
@@ -38,7 +40,10 @@ class TransformersEngine:
         self.codecs = export.codecs
         self.max_positions = self.model.config.max_position_embeddings
 
-    def translate(self, texts: list[str], decode: DecodeConfig) -> list[list[Hypothesis]]:
+    def translate(
+        self, texts: list[str], decode: DecodeConfig, steering: Sequence[Steering | None] = ()
+    ) -> list[list[Hypothesis]]:
+        refuse_steering(steering, self.name, ("target_prefix", "constraints", "banned"))
         codec = self.codecs.src
         sources = [ids + [codec.eos_id] for ids in codec.encode(texts)]
         check_export_inputs([len(ids) for ids in sources], decode, self.max_positions)

@@ -3,6 +3,7 @@ alignments from its cross-attention."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -12,6 +13,8 @@ from minitx.data.tokenizer import Codecs
 from minitx.errors import UserError
 from minitx.inference.alignments import word_alignments
 from minitx.inference.decode import Hypothesis, translate
+from minitx.inference.ensemble import Ensemble
+from minitx.inference.steering import Steering, steering_tokens
 from minitx.model.attention import recording_attention
 from minitx.model.transformer import Classifier, Seq2Seq
 from minitx.runtime import Compute
@@ -20,13 +23,24 @@ from minitx.runtime import Compute
 class PyTorchEngine:
     name = "pytorch"
 
-    def __init__(self, model: Seq2Seq | Classifier, codecs: Codecs, compute: Compute):
+    def __init__(self, model: Seq2Seq | Classifier | Ensemble, codecs: Codecs, compute: Compute):
         self.model, self.codecs, self.compute = model, codecs, compute
 
-    def translate(self, texts: list[str], decode: DecodeConfig) -> list[list[Hypothesis]]:
+    def translate(
+        self, texts: list[str], decode: DecodeConfig, steering: Sequence[Steering | None] = ()
+    ) -> list[list[Hypothesis]]:
         """With `decode.alignments`, each hypothesis carries its word alignment."""
+        if isinstance(self.model, Ensemble):
+            if decode.alignments:
+                raise UserError(
+                    "word alignments come from one model's attention: translate with one run"
+                )
+            self.model.combine = decode.ensemble_combine
         src_ids = self.codecs.src.encode(texts)
-        found = translate(self.model, src_ids, self.codecs, decode, self.compute)
+        inputs = None
+        if any(steering):
+            inputs = steering_tokens(steering, self.codecs.tgt, decode.max_phrases)
+        found = translate(self.model, src_ids, self.codecs, decode, self.compute, inputs=inputs)
         if decode.alignments:
             found = [
                 [replace(h, alignment=self._align(ids, h.tokens, decode)) for h in hypotheses]
