@@ -166,13 +166,21 @@ class Model:
             predictions.append(Prediction(text, label, probabilities[label], probabilities))
         return predictions
 
-    def evaluate(self, split: str = "test", **options: Any) -> dict:
+    def evaluate(
+        self, split: str = "test", steering: Sequence[Steering | None] = (), **options: Any
+    ) -> dict:
         """Score a split of the run's data (a role or the data's own split name), as `minitx
-        eval` does, writing RUN_DIR/eval/<split>.*; `options` override decode settings."""
+        eval` does, writing RUN_DIR/eval/<split>.* (an ensemble: FIRST_RUN/eval/ensemble/);
+        `steering`, one per example of the split, steers each translation; `options` override
+        decode settings."""
         # Only the best hypothesis is scored: n-best and alignments do not apply.
         decode = self.decode_config(**{**options, "n_best": 1, "alignments": False})
-        self.run.eval_dir.mkdir(exist_ok=True)
-        report = self.task.evaluate(self, split, decode)
+        if steering and not self.task.generates_text:
+            raise UserError(f"steering is for runs that write text; {self.run} is not one")
+        self.run.eval_dir.mkdir(parents=True, exist_ok=True)
+        report = self.task.evaluate(self, split, decode, list(steering))
+        if self.members:
+            report["ensemble"] = list(self.members)
         files = self.run.eval_files(split)
         files.report.write_text(
             json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"

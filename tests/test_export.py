@@ -77,6 +77,31 @@ def test_ctranslate2_translates_as_minitx_does(translation_run, ct2_export, beam
     np.testing.assert_allclose([h.log_prob for h in theirs], [h.log_prob for h in mine], atol=1e-2)
 
 
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_ctranslate2_takes_a_target_prefix_and_banned_phrases_and_refuses_constraints(
+    translation_run, ct2_export, beam_size
+):
+    """A prefix becomes `target_prefix`, banned phrases `suppress_sequences`: the outputs are
+    the PyTorch model's, steered the same way; constraints are refused in one line."""
+    from minitx.inference.steering import Steering
+
+    texts = _test_sources(translation_run, n=20)
+    run, export = load(translation_run), load(ct2_export)
+    plain = run.translate(texts, beam_size=beam_size)
+    # each output's first word forced, its last banned (unless it is the first: a prefix wins)
+    steering = [Steering(t.text.split()[0], banned=tuple(t.text.split()[1:][-1:])) for t in plain]
+    mine = run.translate(texts, beam_size=beam_size, steering=steering)
+    theirs = export.translate(texts, beam_size=beam_size, steering=steering)
+    assert [t.text for t in theirs] == [t.text for t in mine]
+    for one, translation in zip(steering, theirs, strict=True):
+        assert translation.text.startswith(one.target_prefix)
+        assert not set(one.banned) & set(translation.text.split())
+    with pytest.raises(
+        UserError, match="input 1: the ctranslate2 engine cannot honour constraints"
+    ):
+        export.translate(texts[:1], steering=[Steering(constraints=("one",))])
+
+
 def test_an_export_directory_describes_itself_and_is_refused_where_the_model_is_needed(
     translation_run, ct2_export
 ):

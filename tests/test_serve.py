@@ -98,7 +98,8 @@ def test_a_request_is_validated_once_and_its_settings_reach_the_batch(client, mo
     assert reply.status_code == 200 and checks == [
         {"beam_size": 2, "n_best": 2, "alignments": True}
     ]
-    assert [set(k) for k in decoded] == [{"decode"}]
+    assert [set(k) for k in decoded] == [{"decode", "steering"}]
+    assert decoded[0]["steering"] == [None]
     assert (decoded[0]["decode"].n_best, decoded[0]["decode"].alignments) == (2, True)
     hypotheses = reply.json()["translations"][0]
     assert len(hypotheses) == 2 and all("alignment" in h for h in hypotheses)
@@ -260,3 +261,32 @@ def test_listening_beyond_loopback_without_a_key_warns(run_dir):
         taken.close()
     assert result.returncode == 2
     assert "without an API key: anyone who reaches port" in result.stderr
+
+
+def test_steering_fields_steer_each_text_as_the_api_does(client, model):
+    from minitx.inference.steering import Steering
+
+    texts = ["ein hund rennt", "eine katze schläft"]
+    body = {"texts": texts, "beam_size": 2, "target_prefix": ["a dog", ""],
+            "constraints": [[], ["park"]], "banned": [["cat"], []]}  # fmt: skip
+    reply = client.post("/translate", json=body)
+    assert reply.status_code == 200, reply.text
+    steering = [Steering("a dog", (), ("cat",)), Steering("", ("park",), ())]
+    expected = model.translate(texts, beam_size=2, steering=steering)
+    assert [t[0]["text"] for t in reply.json()["translations"]] == [t.text for t in expected]
+    assert reply.json()["translations"][1][0]["text"].count("park") >= 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"constraints": [["park"]]}, "constraints has 1 entries for 2 texts"),
+        ({"constraints": [[""], []]}, "at least 1 character"),
+        ({"banned": [["a"] * 9, []]}, "at most 8"),
+        ({"constraints": [["dog"], []], "beam_size": 1}, "need beam search"),
+    ],
+)
+def test_bad_steering_is_refused_with_a_message(client, extra, fragment):
+    reply = client.post("/translate", json={"texts": ["ein hund", "eine katze"], **extra})
+    assert reply.status_code == 422 and fragment in reply.text, reply.text
+    assert client.post("/translate", json={"texts": ["ein hund"]}).status_code == 200

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from minitx.cli.app import BEAM, CHECKPOINT, QUIET, RUN_DIR, SETS, app, start
+from minitx.cli.inputs import steering_file
 from minitx.errors import UserError
 
 
@@ -21,6 +22,15 @@ def evaluate(
     checkpoint: str = CHECKPOINT,
     overrides: list[str] = SETS,
     as_json: bool = typer.Option(False, "--json", help="Print the scores as one JSON object."),
+    ensemble: list[Path] = typer.Option(
+        None, "--ensemble", help="Another run to decode with, as one ensemble (repeatable)."
+    ),
+    steer_file: Path | None = typer.Option(
+        None,
+        "--steer",
+        help="A jsonl file, one line per pair of the split: {target_prefix, constraints, "
+        "banned}, each optional.",
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Score a split; writes RUN_DIR/eval/<split>.json.
@@ -36,6 +46,8 @@ def evaluate(
       minitx eval runs/multi30k_de_en_raw --split test --beam 5
       minitx eval runs/multi30k_de_en_raw --split validation --checkpoint last --set decode.length_penalty=0.6
       minitx eval runs/sst2 --split test --json
+      minitx eval runs/multi30k_a --ensemble runs/multi30k_b     # writes runs/multi30k_a/eval/ensemble/
+      minitx eval runs/multi30k_de_en_raw --steer constraints.jsonl
     """
     import datasets
 
@@ -43,11 +55,12 @@ def evaluate(
 
     start(quiet)
     datasets.disable_progress_bars()
-    model = load(run_dir, checkpoint, overrides=overrides)
+    model = load([run_dir, *(ensemble or [])], checkpoint, overrides=overrides)
     run, task = model.run, model.task
     if beam is not None and not task.generates_text:
         raise UserError(f"--beam is for runs that write text, and {run} is a {task.name} run")
-    report = model.evaluate(split, beam_size=beam)
+    steering = steering_file(steer_file) if steer_file is not None else []
+    report = model.evaluate(split, steering, beam_size=beam)
     written = run.eval_files(split).report
     if as_json:
         typer.echo(json.dumps({**report, "written": str(written)}, ensure_ascii=False))

@@ -131,3 +131,21 @@ def steered_line(line: str, given: Steering, number: int) -> tuple[str, Steering
             "strings"
         )
     return record["text"], Steering(prefix, tuple(phrases["constraints"]), tuple(phrases["banned"]))
+
+
+def steering_file(path: Path) -> list[Steering]:
+    """A jsonl file of steering, one object per line ({target_prefix, constraints, banned})."""
+    if not path.is_file():
+        raise UserError(f"steering file not found: {path}")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} line {number} is not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f'{path} line {number}: an object, as {{"constraints": [...]}}')
+        _, steering = steered_line(json.dumps({**record, "text": ""}), Steering(), number)
+        found.append(steering)
+    return found

@@ -32,6 +32,11 @@ class Ensemble:
             model.eval()
         return self
 
+    def __call__(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced combined log-probabilities (B, T, V): the ensemble's "logits" for a
+        loss (a log-softmax leaves them as they are)."""
+        return self.start(src, 1, use_cache=False).log_probs(tgt_in)
+
     def start(self, src: torch.Tensor, copies: int, use_cache: bool) -> EnsembleState:
         states = [ModelState(model, src, copies, use_cache) for model in self.models]
         return EnsembleState(states, self.combine)

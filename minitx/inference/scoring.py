@@ -12,6 +12,7 @@ from minitx.config import DecodeConfig
 from minitx.data.batching import EncodedPairs, EncodedTexts
 from minitx.data.tokenizer import Codecs, TextCodec
 from minitx.inference.decode import translate
+from minitx.inference.searches import SentenceInputs
 from minitx.metrics import classification_scores, perplexity, translation_scores
 from minitx.model.objective import logits_and_targets, summed_loss
 from minitx.model.transformer import Classifier, Seq2Seq
@@ -26,9 +27,10 @@ def score_pairs(
     decode: DecodeConfig,
     batch_tokens: int,
     compute: Compute,
+    inputs: SentenceInputs | None = None,
 ) -> tuple[dict, list[str]]:
-    """Teacher-forced loss and perplexity, then decode (as `decode` says) and score BLEU, chrF and
-    exact match; returns the scores and the hypotheses."""
+    """Teacher-forced loss and perplexity, then decode (as `decode` says, each pair steered by
+    its `inputs`) and score BLEU, chrF and exact match; returns the scores and the hypotheses."""
     model.eval()
     nll, tokens = 0.0, 0
     for batch in pairs.batches(batch_tokens, None, codecs.tgt):
@@ -38,7 +40,8 @@ def score_pairs(
         nll += float(summed_loss(logits, targets))
         tokens += batch.n_targets
     hypotheses = [
-        found[0].text for found in translate(model, pairs.src_ids, codecs, decode, compute)
+        found[0].text
+        for found in translate(model, pairs.src_ids, codecs, decode, compute, inputs=inputs)
     ]
     loss = nll / max(tokens, 1)
     scores = {"loss": round(loss, 4), "ppl": round(perplexity(loss), 3)}

@@ -2,7 +2,8 @@
 as one batch.
 
 POST /translate {"texts": [...], decode options} → {"translations": [[{text, score}, …], …]}
-                (with "alignments": true, each hypothesis has its "alignment" too)
+                (with "alignments": true, each hypothesis has its "alignment" too; steering:
+                "target_prefix", "constraints", "banned", lists with one entry per text)
 POST /predict   {"texts": [...]}                 → {"predictions": [{label, probability, …}, …]}
 GET  /health, GET /info; OpenAPI docs at /docs (FastAPI).
 
@@ -23,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from minitx.api import Model
 from minitx.errors import UserError
 from minitx.inference.alignments import format_alignments
+from minitx.inference.searches import search_for
+from minitx.inference.steering import Steering, check_steering
 from minitx.serve.keys import ApiKeys
 
 
@@ -130,7 +133,14 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
     from minitx.serve.schema import request_models
 
     TranslateRequest, PredictRequest = request_models(options)
-    translator = Batcher(lambda texts, decode: model.translate(texts, decode=decode), options)
+    translator = Batcher(
+        lambda items, decode: model.translate(
+            [text for text, _ in items],
+            decode=decode,
+            steering=[steering for _, steering in items],
+        ),
+        options,
+    )
     classifier = Batcher(lambda texts, _: model.predict(texts), options)
 
     async def lifespan(app):
@@ -170,11 +180,19 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
     @app.post("/translate")
     async def translate(request: TranslateRequest) -> dict:
         require(True, "/translate")
-        given = request.model_dump(exclude={"texts"}, exclude_none=True)
+        steered = {"target_prefix", "constraints", "banned"}
+        given = request.model_dump(exclude={"texts", *steered}, exclude_none=True)
         try:
             # Validated once, here: a bad option never reaches a batch, which reuses the result.
             decode = model.decode_config(**given)
-            found = await translator.submit(request.texts, decode)
+        except UserError as error:
+            raise HTTPException(400, str(error)) from None
+        try:  # steering is checked as the request's fields are: 422
+            steering = _steering(request, decode)
+        except UserError as error:
+            raise HTTPException(422, str(error)) from None
+        try:
+            found = await translator.submit(list(zip(request.texts, steering, strict=True)), decode)
         except UserError as error:
             raise HTTPException(400, str(error)) from None
         return {"translations": [[_hypothesis(h) for h in t.hypotheses] for t in found]}
@@ -189,6 +207,27 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
         return {"predictions": [_prediction(p) for p in found]}
 
     return app
+
+
+def _steering(request, decode) -> list[Steering | None]:
+    """Each text's Steering from the request's per-text lists, checked as the CLI checks them."""
+    texts = len(request.texts)
+    columns = {}
+    for name in ("target_prefix", "constraints", "banned"):
+        values = getattr(request, name)
+        if values is not None and len(values) != texts:
+            raise UserError(f"{name} has {len(values)} entries for {texts} texts: one per text")
+        columns[name] = values or [None] * texts
+    steering = []
+    for number, (prefix, constraints, banned) in enumerate(
+        zip(*columns.values(), strict=True), start=1
+    ):
+        one = Steering(prefix or "", tuple(constraints or ()), tuple(banned or ()))
+        check_steering(one, decode.max_phrases, f"text {number}")
+        steering.append(one or None)
+    if any(one and one.constraints for one in steering):
+        search_for(decode, constrained=True)  # refuses settings no constrained search serves
+    return steering
 
 
 def _hypothesis(hypothesis) -> dict:

@@ -42,10 +42,31 @@ def request_models(options):
         )
         for option in dataclasses.fields(DecodeConfig)
     }
+    # Steering, one entry per text (see minitx.inference.steering): what each output must start
+    # with, contain and avoid.
+    phrase = Annotated[str, StringConstraints(min_length=1, max_length=options.max_chars)]
+    some = Annotated[list, Field(min_length=1, max_length=options.max_texts)]
+    steering_fields = {
+        "target_prefix": (
+            Annotated[list[Annotated[str, StringConstraints(max_length=options.max_chars)]], some]
+            | None,
+            Field(None, description="per text, the target text its output starts with"),
+        ),
+        "constraints": (
+            Annotated[list[list[phrase]], some] | None,
+            Field(None, description="per text, target phrases its output must contain"),
+        ),
+        "banned": (
+            Annotated[list[list[phrase]], some] | None,
+            Field(None, description="per text, target phrases its output must not contain"),
+        ),
+    }
     TranslateRequest = create_model(  # noqa: N806 - a class, named as one
         "TranslateRequest",
         __base__=PredictRequest,
-        __doc__="Texts and decode options as the config's decode section names them.",
+        __doc__="Texts, decode options as the config's decode section names them, and steering "
+        "(target_prefix, constraints, banned: lists with one entry per text).",
         **decode_fields,
+        **steering_fields,
     )
     return TranslateRequest, PredictRequest

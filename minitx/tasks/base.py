@@ -12,6 +12,7 @@ returns: its config, codecs, labels, engine and compute.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -120,8 +121,11 @@ class Task(ABC):
     # --- using a trained model ----------------------------------------------------------------
 
     @abstractmethod
-    def evaluate(self, model: Model, split: str, decode: DecodeConfig) -> dict:
-        """Score `split`, write its outputs into RUN_DIR/eval, return the report."""
+    def evaluate(
+        self, model: Model, split: str, decode: DecodeConfig, steering: Sequence = ()
+    ) -> dict:
+        """Score `split`, write its outputs into RUN_DIR/eval, return the report; `steering`,
+        one per example, for tasks that write text."""
 
     @abstractmethod
     def attention_maps(self, model: Model, text: str) -> dict:

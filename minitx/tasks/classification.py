@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,7 +91,9 @@ class Classification(Task):
         report = score_labels(model, split, data.codecs.src, data.labels, batch_tokens, compute)
         return {key: report[key] for key in ("loss", "accuracy", "macro_f1")}
 
-    def evaluate(self, model: Model, split: str, decode: DecodeConfig) -> dict:
+    def evaluate(
+        self, model: Model, split: str, decode: DecodeConfig, steering: Sequence = ()
+    ) -> dict:
         """Accuracy, macro-F1, per-class scores, confusion matrix, loss; predicted labels and
         probabilities go to <split>.pred."""
         cfg, codec, labels = model.config, model.codecs.src, model.labels

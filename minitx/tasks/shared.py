@@ -21,9 +21,10 @@ def renamed_columns(data: DataConfig, split: str) -> tuple[str, dict[str, str]]:
     return name, {**data.rename_columns.get(split, {}), **data.rename_columns.get(name, {})}
 
 
-def pytorch_model(model: Model, command: str) -> nn.Module:
-    """The PyTorch network of a loaded run; an export, run by another engine, has none to give."""
-    if model.members:
+def pytorch_model(model: Model, command: str, ensembles: bool = False) -> nn.Module:
+    """The PyTorch network of a loaded run (an Ensemble where `ensembles` are welcome); an
+    export, run by another engine, has none to give."""
+    if model.members and not ensembles:
         raise UserError(f"`minitx {command}` looks at one run; an ensemble has several")
     if not isinstance(model.engine, PyTorchEngine):
         origin = model.run.export_info().get("run", "see export.json")

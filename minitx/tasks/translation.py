@@ -3,6 +3,7 @@ and chrF and by exact match."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from minitx.data.corpus import Corpus, dataset_corpus, sample_rows, text_corpus
 from minitx.data.sources import SYNTHETIC, column, load_pairs, parallel_files, split_name
 from minitx.data.token_store import read_pairs, store_pairs
 from minitx.data.tokenizer import Codecs
+from minitx.errors import UserError
 from minitx.inference.attention_maps import (
     attention_map,
     encoder_maps,
@@ -22,6 +24,7 @@ from minitx.inference.attention_maps import (
     token_strings,
 )
 from minitx.inference.scoring import score_pairs
+from minitx.inference.steering import steering_tokens
 from minitx.model.transformer import Seq2Seq
 from minitx.runtime import Compute
 from minitx.tasks.base import Task
@@ -85,14 +88,26 @@ class Translation(Task):
         scores, _ = score_pairs(model, split, data.codecs, greedy, cfg.train.batch_tokens, compute)
         return scores
 
-    def evaluate(self, model: Model, split: str, decode: DecodeConfig) -> dict:
-        """BLEU, chrF, exact match, loss; the hypotheses go to <split>.hyp."""
+    def evaluate(
+        self, model: Model, split: str, decode: DecodeConfig, steering: Sequence = ()
+    ) -> dict:
+        """BLEU, chrF, exact match, loss; the hypotheses go to <split>.hyp. `steering`, one per
+        pair of the split, steers each translation."""
         cfg, codecs = model.config, model.codecs
         decode = replace(decode, n_best=1, alignments=False)
         pairs = encode_pairs(self.load_split(cfg, split), codecs.src, codecs.tgt)
-        network = pytorch_model(model, "eval")  # the loss needs the model's logits
+        inputs = None
+        if steering:
+            if len(steering) != len(pairs.src_ids):
+                raise UserError(
+                    f"{len(steering)} steering lines for the {len(pairs.src_ids)} pairs of "
+                    f"{split}: one line per pair, in order"
+                )
+            inputs = steering_tokens(steering, codecs.tgt, decode.max_phrases)
+        # the loss needs the model's logits (an ensemble's combined log-probabilities)
+        network = pytorch_model(model, "eval", ensembles=True)
         scores, hypotheses = score_pairs(
-            network, pairs, codecs, decode, cfg.train.batch_tokens, model.compute
+            network, pairs, codecs, decode, cfg.train.batch_tokens, model.compute, inputs
         )
         model.run.eval_files(split).hypotheses.write_text(
             "".join(h + "\n" for h in hypotheses), encoding="utf-8"

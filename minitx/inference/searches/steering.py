@@ -68,10 +68,12 @@ class RowSteering:
 
     def steer(self, log_probs: torch.Tensor, tokens: torch.Tensor, step: int) -> torch.Tensor:
         """`log_probs` (N, V) of the token at `step` after `tokens` (N, 1 + step), with every
-        token that would complete a banned sequence at -inf and, for a row still in its prefix,
-        only the prefix's token left (with its own log-probability: a prefix is scored)."""
+        token that would complete a banned sequence at -inf (the others renormalised) and, for a
+        row still in its prefix, only the prefix's token left (with its own log-probability: a
+        prefix is scored)."""
         steered = log_probs
         generated = tokens.shape[1] - 1  # without BOS
+        banning = torch.zeros(log_probs.shape[0], dtype=torch.bool, device=log_probs.device)
         for length, (owners, sequences) in self.banned.items():
             if length - 1 > generated:
                 continue
@@ -84,6 +86,11 @@ class RowSteering:
             if steered is log_probs:
                 steered = log_probs.clone()
             steered[owners, last] = -math.inf
+            banning[owners] = True
+        if bool(banning.any()):
+            # What is banned is as if the model could not say it: the rest is renormalised (as
+            # CTranslate2's suppress_sequences does), so scores compare across engines.
+            steered[banning] = torch.log_softmax(steered[banning], dim=-1)
         if self.any_prefix:
             forced = step < self.prefix_length
             if bool(forced.any()):
