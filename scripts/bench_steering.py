@@ -28,10 +28,10 @@ from minitx.inference.steering import Steering
 from minitx.metrics import translation_scores
 
 
-def timed(model, sources, **options) -> tuple[list[str], float]:
-    model.translate(sources[:32], **options)  # warm-up
+def timed(model, sources, steering=None, **options) -> tuple[list[str], float]:
+    model.translate(sources[:32], steering=steering and steering[:32], **options)  # warm-up
     start = time.perf_counter()
-    found = model.translate(sources, **options)
+    found = model.translate(sources, steering=steering, **options)
     seconds = time.perf_counter() - start
     return [t.text for t in found], len(sources) / seconds
 
