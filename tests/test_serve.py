@@ -290,3 +290,13 @@ def test_bad_steering_is_refused_with_a_message(client, extra, fragment):
     reply = client.post("/translate", json={"texts": ["ein hund", "eine katze"], **extra})
     assert reply.status_code == 422 and fragment in reply.text, reply.text
     assert client.post("/translate", json={"texts": ["ein hund"]}).status_code == 200
+
+
+def test_an_ensemble_is_served_and_named_in_info(run_dir, model):
+    pair = load([run_dir, run_dir])
+    with TestClient(create_app(pair, server_info(pair), ServeOptions())) as client:
+        assert client.get("/info").json()["ensemble"] == [str(run_dir)] * 2
+        reply = client.post("/translate", json={"texts": ["ein hund rennt"], "beam_size": 2})
+        assert reply.json()["translations"][0][0]["text"] == model.translate(
+            ["ein hund rennt"], beam_size=2
+        )[0].text

@@ -77,6 +77,9 @@ def serve(
         help="Require one of these keys (one per line; SIGHUP reads the file again); "
         "else MINITX_API_KEY if set.",
     ),
+    ensemble: list[Path] = typer.Option(
+        None, "--ensemble", help="Another run to decode with, as one ensemble (repeatable)."
+    ),
     checkpoint: str = CHECKPOINT,
     overrides: list[str] = SETS,
     quiet: bool = QUIET,
@@ -113,7 +116,7 @@ def serve(
             "model; give --api-key-file or set MINITX_API_KEY"
         )
     listening = _listening_socket(host, port)  # before the model loads: a taken port fails fast
-    model = load(run_dir, checkpoint, overrides=overrides)
+    model = load([run_dir, *(ensemble or [])], checkpoint, overrides=overrides)
     options = ServeOptions(max_batch_texts, max_wait_ms, max_texts, max_chars, batching)
     app_ = create_app(model, server_info(model), options, keys)
     if keys is not None:

@@ -254,6 +254,7 @@ def server_info(model: Model) -> dict:
         "source": str(model.run),
         "engine": model.engine.name,
         "checkpoint_step": model.checkpoint_step,
+        **({"ensemble": list(model.members)} if model.members else {}),
         "model": model.task.model_summary(cfg),
         "decode": asdict(cfg.decode),
         "labels": model.labels,
