@@ -297,6 +297,7 @@ def test_an_ensemble_is_served_and_named_in_info(run_dir, model):
     with TestClient(create_app(pair, server_info(pair), ServeOptions())) as client:
         assert client.get("/info").json()["ensemble"] == [str(run_dir)] * 2
         reply = client.post("/translate", json={"texts": ["ein hund rennt"], "beam_size": 2})
-        assert reply.json()["translations"][0][0]["text"] == model.translate(
-            ["ein hund rennt"], beam_size=2
-        )[0].text
+        assert (
+            reply.json()["translations"][0][0]["text"]
+            == model.translate(["ein hund rennt"], beam_size=2)[0].text
+        )
