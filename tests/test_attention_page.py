@@ -326,3 +326,24 @@ def test_in_chromium_the_rollout_view_draws_the_flow_without_steps(page, browser
         )
     assert browser.find_element("id", "steps-body").value_of_css_property("display") == "none"
     assert "rollout" in browser.find_element("id", "steps-note").text
+
+
+def test_a_classifier_page_holds_the_step_terms_of_its_encoder(tiny_classification_run, tmp_path):
+    run, out = tiny_classification_run.run, tmp_path / "out"
+    result = run_cli("attention", run, "a gorgeous movie", "--html", "--out", out, "-q")
+    assert result.returncode == 0, result.stderr
+    (example,) = _embedded((out / "attention.html").read_text(encoding="utf-8"))["examples"]
+    recorded = [m for m in example["maps"] if m["steps"] is not None]
+    assert recorded and {m["kind"] for m in recorded} == {"encoder_self"}
+    for item in recorded:
+        scale = torch.tensor(item["steps"]["scale"])[:, None, None]
+        scores = unpacked(item["steps"]["raw"]) * scale
+        queries, keys = scores.shape[1:]
+        if "bias" in item["steps"]:
+            distance = torch.arange(keys)[None, :] - torch.arange(queries)[:, None]
+            scores = scores + unpacked(item["steps"]["bias"])[:, distance + queries - 1]
+        if "allowed" in item["steps"]:
+            scores = scores.masked_fill(~unpacked(item["steps"]["allowed"]), float("-inf"))
+        weights = unpacked(item["weights"])
+        torch.testing.assert_close(scores.softmax(-1), weights, atol=1e-5, rtol=0)
+        assert example["prediction"]["label"] in ("neg", "pos")

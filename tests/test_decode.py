@@ -372,16 +372,17 @@ def test_translate_runs_the_registered_search_with_each_sources_own_inputs(monke
         return [[searches.Hypothesis([n], 0.0, 0.0)] for n in lengths]
 
     monkeypatch.setattr(searches, "_SEARCHES", {})
-    searches.register_search(searches.Search("echo", lambda cfg: True, echo))
+    searches.register_search(searches.Search("echo", lambda cfg, constrained: True, echo))
     codec = _IdentityCodec()
     codecs = type("Codecs", (), {"src": codec, "tgt": codec})()
     model = type("Model", (), {"eval": lambda self: None})()
     src_ids = [[5, 6, 7], [5], [5, 6, 7, 8, 9], [5, 6]]
     cfg = DecodeConfig(batch_size=3)
-    found = translate(model, src_ids, codecs, cfg, _CPU, inputs=["a", "b", "c", "d"])
+    a, b, c, d = (searches.SentenceSteering(prefix=(n,)) for n in (11, 12, 13, 14))
+    found = translate(model, src_ids, codecs, cfg, _CPU, inputs=[a, b, c, d])
     assert [h[0].tokens for h in found] == [[4], [2], [6], [3]]  # lengths with EOS, input order
     # two length-sorted batches, each source with its own input
-    assert seen == [[(2, "b"), (3, "d"), (4, "a")], [(6, "c")]]
+    assert seen == [[(2, b), (3, d), (4, a)], [(6, c)]]
 
 
 class _IdentityCodec:

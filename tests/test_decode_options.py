@@ -28,7 +28,7 @@ BOUND_KEYS = ("min", "max", "above")
 BOUNDS = {o.name: {k: o.metadata[k] for k in BOUND_KEYS if k in o.metadata} for o in DECLARED}
 NOT_DECODE = {
     "run_dir", "texts", "input_file", "output_format", "split", "output", "checkpoint", "overrides",
-    "quiet",
+    "quiet", "input_format", "prefix", "constraints", "banned", "ensemble",
 }  # fmt: skip
 
 
@@ -86,7 +86,7 @@ def test_eval_beam_is_the_derived_beam_size_option():
 def test_the_http_request_takes_every_decode_option_with_its_bounds():
     translate_request, _ = request_models(ServeOptions())
     properties = translate_request.model_json_schema()["properties"]
-    assert list(properties) == ["texts", *NAMES]
+    assert list(properties) == ["texts", *NAMES, "target_prefix", "constraints", "banned"]
     json_types = {int: "integer", float: "number", bool: "boolean"}
     hints = typing.get_type_hints(DecodeConfig)
     json_bounds = {"minimum": "min", "maximum": "max", "exclusiveMinimum": "above"}
@@ -95,6 +95,9 @@ def test_the_http_request_takes_every_decode_option_with_its_bounds():
         assert schema["default"] is None, name  # absent: the model's own setting
         given, null = schema["anyOf"]
         assert null == {"type": "null"}
+        if typing.get_origin(hints[name]) is typing.Literal:  # a choice of strings
+            assert given["enum"] == list(typing.get_args(hints[name])), name
+            continue
         (value_type,) = set(typing.get_args(hints[name]) or [hints[name]]) - {type(None)}
         assert given["type"] == json_types[value_type], name
         found = {json_bounds[key]: value for key, value in given.items() if key in json_bounds}

@@ -250,3 +250,13 @@ def test_eval_with_an_ensemble_and_a_steering_file(tiny_translation_run, tmp_pat
     assert_user_error(
         run_cli("eval", run, "--steer", steer, "--beam", "2", "-q"), "one line per pair"
     )
+
+
+def test_an_error_names_the_input_by_its_place_in_the_input(model):
+    texts = ["ein kind spielt im park", "ein hund", "eine katze schläft"]
+    steering = [None, Steering(target_prefix="a dog runs " * 8), None]  # the shortest source
+    with pytest.raises(UserError, match=r"^input 2: its target prefix has \d+ tokens"):
+        model.translate(texts, beam_size=2, steering=steering)
+    steering = [Steering(constraints=("dog",)), None, Steering(constraints=("a dog runs " * 8,))]
+    with pytest.raises(UserError, match=r"^input 3: its constraints"):
+        model.translate(texts, beam_size=2, steering=steering)

@@ -14,6 +14,7 @@ import typer
 
 from minitx.errors import UserError
 from minitx.inference.steering import Steering
+from minitx.run_dir import RunDir
 
 STEERING_FIELDS = ("target_prefix", "constraints", "banned")
 
@@ -95,7 +96,7 @@ def leading_runs(first: Path, texts: list[str], more: list[Path]) -> tuple[list[
     """The runs to load (the first, the texts' leading arguments that are run directories, and
     `more`) and the texts left: `minitx translate RUN1 RUN2 TEXT` is an ensemble of two."""
     runs = [first]
-    while texts and (Path(texts[0]) / "config.yaml").is_file():
+    while texts and RunDir(texts[0]).is_run():
         runs.append(Path(texts.pop(0)))
     return runs + more, texts
 

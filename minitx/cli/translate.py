@@ -114,15 +114,17 @@ def translate(
     start(quiet)
     if output_format not in ("text", "jsonl"):
         raise UserError(f"--format must be text or jsonl, got '{output_format}'")
+    if input_format not in ("text", "jsonl"):
+        raise UserError(f"--input-format must be text or jsonl, got '{input_format}'")
+    runs, texts = leading_runs(run_dir, list(texts or []), list(ensemble or []))
     if (split is None) != (output is None):
         raise UserError("--split and --output go together: the split's translations go to a file")
     if split is not None and (texts or input_file):
         raise UserError(
             "with --split the sentences come from the split; leave out texts and --input"
         )
-    if input_format not in ("text", "jsonl"):
-        raise UserError(f"--input-format must be text or jsonl, got '{input_format}'")
-    runs, texts = leading_runs(run_dir, list(texts or []), list(ensemble or []))
+    if split is not None and (prefix or constraints or banned or input_format != "text"):
+        raise UserError("--split translates the split as it is: leave out the steering options")
     model = load(runs, checkpoint, overrides=overrides)
     # Checked once, before any input is read; every batch then decodes with these settings.
     decode = model.decode_config(**decode_options)

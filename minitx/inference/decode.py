@@ -12,8 +12,10 @@ from dataclasses import replace
 from minitx.config import DecodeConfig
 from minitx.data.batching import pad
 from minitx.data.tokenizer import Codecs
+from minitx.errors import UserError
 from minitx.inference.searches import (
     Hypothesis,
+    SentenceError,
     SentenceInputs,
     beam_search,
     greedy,
@@ -44,6 +46,8 @@ def translate(
     # own: a sentence's output never depends on which others share its batch.
     constrained = [bool(inputs is not None and inputs[i] and inputs[i].constraints) for i in
                    range(len(src_ids))]  # fmt: skip
+    if any(constrained):
+        search_for(cfg, constrained=True)  # settings no constrained search serves: refused now
     order = sorted(range(len(src_ids)), key=lambda i: (constrained[i], len(src_ids[i])))
     outputs: list[list[Hypothesis]] = [[] for _ in src_ids]
     src_codec, tgt_codec = codecs.src, codecs.tgt
@@ -54,10 +58,14 @@ def translate(
         src = pad([src_ids[i] + [src_codec.eos_id] for i in chosen], src_codec.pad_id)
         batch_inputs = None if inputs is None else [inputs[i] for i in chosen]
         search = search_for(cfg, constrained[chosen[0]])
-        with compute.autocast():
-            found = search.run(
-                model, src.to(compute.device), tgt_codec.special_ids, cfg, batch_inputs, use_cache
-            )
+        try:
+            with compute.autocast():
+                found = search.run(
+                    model, src.to(compute.device), tgt_codec.special_ids, cfg, batch_inputs,
+                    use_cache,
+                )  # fmt: skip
+        except SentenceError as error:
+            raise UserError(f"input {chosen[error.sentence] + 1}: {error.reason}") from None
         for i, hypotheses in zip(chosen, found, strict=True):
             texts = tgt_codec.decode([h.tokens for h in hypotheses])
             outputs[i] = [replace(h, text=text) for h, text in zip(hypotheses, texts, strict=True)]

@@ -180,17 +180,7 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
     @app.post("/translate")
     async def translate(request: TranslateRequest) -> dict:
         require(True, "/translate")
-        steered = {"target_prefix", "constraints", "banned"}
-        given = request.model_dump(exclude={"texts", *steered}, exclude_none=True)
-        try:
-            # Validated once, here: a bad option never reaches a batch, which reuses the result.
-            decode = model.decode_config(**given)
-        except UserError as error:
-            raise HTTPException(400, str(error)) from None
-        try:  # steering is checked as the request's fields are: 422
-            steering = _steering(request, decode)
-        except UserError as error:
-            raise HTTPException(422, str(error)) from None
+        decode, steering = _checked(model, request)  # a bad request never reaches a batch
         try:
             found = await translator.submit(list(zip(request.texts, steering, strict=True)), decode)
         except UserError as error:
@@ -207,6 +197,23 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
         return {"predictions": [_prediction(p) for p in found]}
 
     return app
+
+
+def _checked(model: Model, request) -> tuple:
+    """A translate request's decode settings and steering, validated once, here, each batch then
+    reusing them: a bad option is a 400, bad steering a 422 (as a bad field), with the reason."""
+    from fastapi import HTTPException
+
+    steered = {"target_prefix", "constraints", "banned"}
+    given = request.model_dump(exclude={"texts", *steered}, exclude_none=True)
+    try:
+        decode = model.decode_config(**given)
+    except UserError as error:
+        raise HTTPException(400, str(error)) from None
+    try:
+        return decode, _steering(request, decode)
+    except UserError as error:
+        raise HTTPException(422, str(error)) from None
 
 
 def _steering(request, decode) -> list[Steering | None]:

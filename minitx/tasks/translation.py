@@ -23,6 +23,7 @@ from minitx.inference.attention_maps import (
     recorded_maps,
     token_strings,
 )
+from minitx.inference.ensemble import Ensemble
 from minitx.inference.scoring import score_pairs
 from minitx.inference.steering import steering_tokens
 from minitx.model.transformer import Seq2Seq
@@ -106,6 +107,8 @@ class Translation(Task):
             inputs = steering_tokens(steering, codecs.tgt, decode.max_phrases)
         # the loss needs the model's logits (an ensemble's combined log-probabilities)
         network = pytorch_model(model, "eval", ensembles=True)
+        if isinstance(network, Ensemble):
+            network.combine = decode.ensemble_combine
         scores, hypotheses = score_pairs(
             network, pairs, codecs, decode, cfg.train.batch_tokens, model.compute, inputs
         )

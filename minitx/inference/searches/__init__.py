@@ -16,6 +16,7 @@ from minitx.errors import UserError
 from minitx.inference.searches.base import (
     Hypothesis,
     SearchFunction,
+    SentenceError,
     SentenceInputs,
     SentenceSteering,
     max_lengths,
@@ -75,6 +76,7 @@ __all__ = [
     "Hypothesis",
     "Search",
     "SearchFunction",
+    "SentenceError",
     "SentenceInputs",
     "SentenceSteering",
     "constrained_beam_search",

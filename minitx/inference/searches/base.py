@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from minitx.config import DecodeConfig
 from minitx.data.tokenizer import SpecialIds
+from minitx.errors import UserError
 from minitx.model.transformer import Seq2Seq
 
 # One entry per source of a batch: what its output must do (a `SentenceSteering`: a target
@@ -32,6 +33,15 @@ class SentenceSteering:
     prefix: tuple[int, ...] = ()
     constraints: tuple[tuple[int, ...], ...] = ()
     banned: tuple[tuple[int, ...], ...] = ()
+
+
+class SentenceError(UserError):
+    """One sentence of a batch cannot be decoded as asked. `sentence` is its place in the batch;
+    `decode.translate` names it by its place in the input."""
+
+    def __init__(self, sentence: int, reason: str):
+        super().__init__(reason)
+        self.sentence, self.reason = sentence, reason
 
 
 @dataclass

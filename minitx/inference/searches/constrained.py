@@ -21,9 +21,9 @@ import torch
 
 from minitx.config import DecodeConfig
 from minitx.data.tokenizer import SpecialIds
-from minitx.errors import UserError
 from minitx.inference.searches.base import (
     Hypothesis,
+    SentenceError,
     SentenceInputs,
     max_lengths,
     next_log_probs,
@@ -164,8 +164,11 @@ def constrained_beam_search(
         origin, token, score = _candidates(scores, log_probs, wanted, k)  # (B, M) each
         ordered, order = score.sort(dim=1, descending=True)
         origin, token = origin.gather(1, order), token.gather(1, order)
+        # Only beams that have met every constraint may end (EOS is -inf for the others): every
+        # such ending is kept, not only those among the K likeliest candidates, which beams
+        # held back to meet constraints seldom are.
         ends = (token == ids.eos_id) & torch.isfinite(ordered)
-        finished.add(tokens, ordered[:, :k], origin[:, :k], ends[:, :k])
+        finished.add(tokens, ordered, origin, ends)
         ordered = ordered.masked_fill(ends, -math.inf)
         new_state = constraints.advance(origin, token)
         bank = constraints.progress(new_state[0], new_state[2], origin // k)
@@ -181,9 +184,10 @@ def constrained_beam_search(
     found = finished.best(cfg.n_best)
     empty = [i for i, hypotheses in enumerate(found) if not hypotheses]
     if empty:
-        raise UserError(
-            f"input {empty[0] + 1}: no output could hold every constraint (is a constraint "
-            "banned, or in conflict with the target prefix?)"
+        raise SentenceError(
+            empty[0],
+            "no output could hold every constraint (is a constraint banned, or in conflict "
+            "with the target prefix?)",
         )
     return found
 
@@ -241,8 +245,9 @@ def _check_constraints_fit(constraints, steering, limits, k) -> None:
     too_long = need >= limits
     if bool(too_long.any()):
         sentence = int(too_long.nonzero()[0])
-        raise UserError(
-            f"input {sentence + 1}'s constraints (and target prefix) need {int(need[sentence])} "
-            f"tokens and its output may have {int(limits[sentence]) - 1}: give fewer or shorter "
-            "constraints, or raise decode.max_len_ratio / max_len_offset"
+        raise SentenceError(
+            sentence,
+            f"its constraints (and target prefix) need {int(need[sentence])} tokens and its "
+            f"output may have {int(limits[sentence]) - 1}: give fewer or shorter constraints, "
+            "or raise decode.max_len_ratio / max_len_offset",
         )

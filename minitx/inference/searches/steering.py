@@ -11,8 +11,12 @@ import math
 
 import torch
 
-from minitx.errors import UserError
-from minitx.inference.searches.base import DecoderState, SentenceInputs, SentenceSteering
+from minitx.inference.searches.base import (
+    DecoderState,
+    SentenceError,
+    SentenceInputs,
+    SentenceSteering,
+)
 
 
 class RowSteering:
@@ -47,11 +51,12 @@ class RowSteering:
         too_long = self.prefix_length >= limits.repeat_interleave(copies)
         if bool(too_long.any()):
             row = int(too_long.nonzero()[0])
-            raise UserError(
-                f"input {row // copies + 1}'s target prefix has {int(self.prefix_length[row])} "
+            raise SentenceError(
+                row // copies,
+                f"its target prefix has {int(self.prefix_length[row])} "
                 f"tokens and its output may have {int(limits[row // copies]) - 1} "
                 "(decode.max_len_ratio × source length + decode.max_len_offset): shorten the "
-                "prefix or raise the limit"
+                "prefix or raise the limit",
             )
 
     def prefill(
