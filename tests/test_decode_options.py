@@ -86,7 +86,8 @@ def test_eval_beam_is_the_derived_beam_size_option():
 def test_the_http_request_takes_every_decode_option_with_its_bounds():
     translate_request, _ = request_models(ServeOptions())
     properties = translate_request.model_json_schema()["properties"]
-    assert list(properties) == ["texts", *NAMES, "target_prefix", "constraints", "banned"]
+    steering = ["target_prefix", "constraints", "banned"]
+    assert list(properties) == ["texts", "timeout_s", *NAMES, *steering]
     json_types = {int: "integer", float: "number", bool: "boolean"}
     hints = typing.get_type_hints(DecodeConfig)
     json_bounds = {"minimum": "min", "maximum": "max", "exclusiveMinimum": "above"}

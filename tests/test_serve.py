@@ -151,6 +151,84 @@ def test_one_bad_request_in_a_batch_fails_alone():
     assert good == ["A"] and other == ["C"] and isinstance(bad, ValueError)
 
 
+def test_a_full_queue_refuses_at_once_and_a_late_request_is_dropped_unprocessed():
+    """One request at a time: the second is refused (Overloaded) without waiting; a request whose
+    deadline passes while queued is answered DeadlineExceeded and never reaches run_group."""
+    import time
+
+    from minitx.serve.batching import DeadlineExceeded, Overloaded
+
+    seen = []
+
+    def run_group(texts, options):
+        seen.extend(texts)
+        time.sleep(0.3)
+        return list(texts)
+
+    async def scenario():
+        batcher = Batcher(run_group, ServeOptions(max_wait_ms=0, max_concurrent_requests=1))
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(["a"], None))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(Overloaded):
+            await batcher.submit(["b"], None)
+        refused_in = time.monotonic() - started
+        assert await first == ["a"]
+        # tokens: a second request past the token bound is refused; a lone one is always taken
+        tight = Batcher(run_group, ServeOptions(max_wait_ms=0, max_queued_tokens=5))
+        tight.start()
+        big = asyncio.ensure_future(tight.submit(["c"], None, tokens=50))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded):
+            await tight.submit(["d"], None, tokens=1)
+        assert await big == ["c"]
+        # a deadline: "f" waits behind "e" past its 0.1 s and is dropped unprocessed
+        queue = Batcher(run_group, ServeOptions(max_wait_ms=0))
+        queue.start()
+        slow = asyncio.ensure_future(queue.submit(["e"], None))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceeded):
+            await queue.submit(["f"], None, timeout=0.1)
+        await slow
+        for each in (batcher, tight, queue):
+            await each.stop()
+        return refused_in, queue.dropped
+
+    refused_in, dropped = asyncio.run(scenario())
+    assert refused_in < 0.1 and dropped == 1
+    assert seen == ["a", "c", "e"]
+
+
+def test_limits_over_http_are_429_504_and_413(model):
+    from minitx.serve.batching import Overloaded
+
+    options = ServeOptions(max_body_bytes=300)
+    app = create_app(model, server_info(model), options)
+    with TestClient(app) as client:
+        reply = client.post("/translate", json={"texts": ["ein hund " * 40]})
+        assert reply.status_code == 413 and "over 300 bytes" in reply.text
+        chunks = (part for part in [b'{"texts": ["', b"x" * 400, b'"]}'])
+        reply = client.post(
+            "/translate", content=chunks, headers={"content-type": "application/json"}
+        )
+        assert reply.status_code == 413
+        batcher = app.state.batchers["translate"]
+
+        async def busy(*args, **kwargs):
+            raise Overloaded(retry_after=2)
+
+        batcher.submit = busy
+        reply = client.post("/translate", json={"texts": ["ein hund"]})
+        assert reply.status_code == 429 and reply.headers["retry-after"] == "2"
+        del batcher.submit
+        reply = client.post("/translate", json={"texts": ["ein hund"], "timeout_s": 1e-9})
+        assert reply.status_code == 504 and "no answer within" in reply.text
+        assert client.post("/translate", json={"texts": ["ein hund"]}).status_code == 200
+        reply = client.post("/translate", json={"texts": ["ein hund"], "timeout_s": 0})
+        assert reply.status_code == 422
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -71,6 +71,18 @@ def serve(
     batching: bool = typer.Option(
         True, "--batching/--no-batching", help="Decode requests that arrive together as one batch."
     ),
+    max_concurrent_requests: int = typer.Option(
+        128, "--max-concurrent-requests", min=1, help="Requests queued or decoding; more get 429."
+    ),
+    max_queued_tokens: int = typer.Option(
+        32768, "--max-queued-tokens", min=1, help="Their source tokens; more get 429."
+    ),
+    request_timeout: float = typer.Option(
+        60.0, "--request-timeout", min=0.001, help="Seconds a request may wait; then 504."
+    ),
+    max_body_bytes: int = typer.Option(
+        2_000_000, "--max-body-bytes", min=1, help="Larger request bodies get 413."
+    ),
     api_key_file: Path | None = typer.Option(
         None,
         "--api-key-file",
@@ -117,7 +129,17 @@ def serve(
         )
     listening = _listening_socket(host, port)  # before the model loads: a taken port fails fast
     model = load([run_dir, *(ensemble or [])], checkpoint, overrides=overrides)
-    options = ServeOptions(max_batch_texts, max_wait_ms, max_texts, max_chars, batching)
+    options = ServeOptions(
+        max_batch_texts,
+        max_wait_ms,
+        max_texts,
+        max_chars,
+        batching,
+        max_concurrent_requests,
+        max_queued_tokens,
+        request_timeout,
+        max_body_bytes,
+    )
     app_ = create_app(model, server_info(model), options, keys)
     if keys is not None:
         signal.signal(signal.SIGHUP, lambda *_: keys.reload())  # rotate keys without a restart

@@ -15,111 +15,16 @@ the model; on SIGTERM uvicorn stops accepting, the requests in flight are answer
 process exits 0.
 """
 
-import asyncio
-import time
-from collections import defaultdict
-from collections.abc import Hashable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 from minitx.api import Model
 from minitx.errors import UserError
 from minitx.inference.alignments import format_alignments
 from minitx.inference.searches import search_for
 from minitx.inference.steering import Steering, check_steering
+from minitx.serve.batching import Batcher, DeadlineExceeded, Overloaded, ServeOptions
 from minitx.serve.keys import ApiKeys
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    max_batch_texts: int = 64  # texts decoded together at most
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
-    max_texts: int = 64  # texts one request may send
-    max_chars: int = 2000  # characters one text may have
-    batching: bool = True  # off: each request is decoded alone, as it comes
-
-
-@dataclass
-class _Pending:
-    texts: list[str]
-    options: Hashable  # what run_group needs besides the texts; equal options share a call
-    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-class Batcher:
-    """Collects requests and runs them through `run_group(texts, options)`, grouped by options."""
-
-    def __init__(self, run_group, options: ServeOptions):
-        self.run_group, self.options = run_group, options
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self.batches = 0  # calls of run_group: fewer than requests when batching works
-        self._worker: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._work())
-
-    async def stop(self) -> None:
-        """Answer what is queued, then end the worker."""
-        await self.queue.join()
-        if self._worker is not None:
-            self._worker.cancel()
-
-    async def submit(self, texts: list[str], options: Hashable) -> list:
-        pending = _Pending(texts, options)
-        await self.queue.put(pending)
-        return await pending.done
-
-    async def _work(self) -> None:
-        while True:
-            batch = [await self.queue.get()]
-            try:
-                if self.options.batching:
-                    await self._gather(batch)
-                groups: dict[Hashable, list[_Pending]] = defaultdict(list)
-                for pending in batch:
-                    groups[pending.options].append(pending)
-                for group in groups.values():
-                    await self._run(group)
-            finally:  # whatever happened, the queue's count stays right: stop() can drain it
-                for _ in batch:
-                    self.queue.task_done()
-
-    async def _gather(self, batch: list[_Pending]) -> None:
-        deadline = time.monotonic() + self.options.max_wait_ms / 1000
-        size = len(batch[0].texts)
-        while size < self.options.max_batch_texts:
-            try:
-                pending = await asyncio.wait_for(self.queue.get(), deadline - time.monotonic())
-            except (asyncio.TimeoutError, ValueError):
-                return
-            batch.append(pending)
-            size += len(pending.texts)
-
-    async def _run(self, group: list[_Pending]) -> None:
-        texts = [text for pending in group for text in pending.texts]
-        self.batches += 1
-        try:
-            results = await asyncio.to_thread(self.run_group, texts, group[0].options)
-        except Exception as error:
-            if len(group) > 1:  # one request's bad input must not fail the others: each alone
-                for pending in group:
-                    await self._run([pending])
-            else:
-                _settle(group[0], error=error)
-            return
-        start = 0
-        for pending in group:
-            _settle(pending, result=results[start : start + len(pending.texts)])
-            start += len(pending.texts)
-
-
-def _settle(pending: _Pending, result=None, error: Exception | None = None) -> None:
-    """Answer a request, unless its client is gone (its future cancelled)."""
-    if pending.done.done():
-        return
-    if error is not None:
-        pending.done.set_exception(error)
-    else:
-        pending.done.set_result(result)
+from minitx.serve.limits import BodyLimit
 
 
 def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | None = None):
@@ -155,6 +60,7 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
 
     if keys is not None:
         keys.guard(app)
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, error: RequestValidationError):
@@ -181,22 +87,38 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
     async def translate(request: TranslateRequest) -> dict:
         require(True, "/translate")
         decode, steering = _checked(model, request)  # a bad request never reaches a batch
-        try:
-            found = await translator.submit(list(zip(request.texts, steering, strict=True)), decode)
-        except UserError as error:
-            raise HTTPException(400, str(error)) from None
+        items = list(zip(request.texts, steering, strict=True))
+        found = await _queued(translator, model, request, items, decode)
         return {"translations": [[_hypothesis(h) for h in t.hypotheses] for t in found]}
 
     @app.post("/predict")
     async def predict(request: PredictRequest) -> dict:
         require(False, "/predict")
-        try:
-            found = await classifier.submit(request.texts, None)
-        except UserError as error:
-            raise HTTPException(400, str(error)) from None
+        found = await _queued(classifier, model, request, request.texts, None)
         return {"predictions": [_prediction(p) for p in found]}
 
     return app
+
+
+async def _queued(batcher: Batcher, model: Model, request, items: list, options) -> list:
+    """`items` through `batcher`, counted in source tokens, within the request's deadline (the
+    server's, or the shorter one the client sends as `timeout_s`). A full queue is a 429 with
+    Retry-After, a missed deadline a 504, a model-side refusal a 400."""
+    from fastapi import HTTPException
+
+    tokens = sum(len(ids) for ids in model.codecs.src.encode(list(request.texts)))
+    timeout = batcher.options.request_timeout
+    if request.timeout_s is not None:
+        timeout = min(timeout, request.timeout_s)
+    try:
+        return await batcher.submit(items, options, tokens, timeout)
+    except UserError as error:
+        raise HTTPException(400, str(error)) from None
+    except Overloaded as error:
+        headers = {"Retry-After": str(error.retry_after)}
+        raise HTTPException(429, str(error), headers=headers) from None
+    except DeadlineExceeded as error:
+        raise HTTPException(504, str(error)) from None
 
 
 def _checked(model: Model, request) -> tuple:
@@ -205,7 +127,7 @@ def _checked(model: Model, request) -> tuple:
     from fastapi import HTTPException
 
     steered = {"target_prefix", "constraints", "banned"}
-    given = request.model_dump(exclude={"texts", *steered}, exclude_none=True)
+    given = request.model_dump(exclude={"texts", "timeout_s", *steered}, exclude_none=True)
     try:
         decode = model.decode_config(**given)
     except UserError as error:

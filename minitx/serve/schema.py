@@ -27,6 +27,8 @@ def request_models(options):
     class PredictRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
         texts: some_texts
+        # a deadline shorter than the server's --request-timeout (seconds)
+        timeout_s: Annotated[float, Field(gt=0)] | None = None
 
     hints = typing.get_type_hints(DecodeConfig)
     decode_fields = {
