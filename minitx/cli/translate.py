@@ -28,7 +28,7 @@ def _with_decode_options(command: Callable) -> Callable:
             option.name,
             inspect.Parameter.KEYWORD_ONLY,
             default=decode_option(option.name),
-            annotation=hints[option.name] | None,
+            annotation=_cli_type(hints[option.name]) | None,
         )
         for option in dataclasses.fields(DecodeConfig)
     ]
@@ -36,6 +36,12 @@ def _with_decode_options(command: Callable) -> Callable:
     own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     command.__signature__ = signature.replace(parameters=[*own, *options])
     return command
+
+
+def _cli_type(hint):
+    """A choice of strings (Literal) as `str`: older Typer versions take no Literal; the value is
+    checked with the other decode options (`Model.decode_config`), one line when wrong."""
+    return str if typing.get_origin(hint) is typing.Literal else hint
 
 
 @app.command()
