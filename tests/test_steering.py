@@ -260,3 +260,15 @@ def test_an_error_names_the_input_by_its_place_in_the_input(model):
     steering = [Steering(constraints=("dog",)), None, Steering(constraints=("a dog runs " * 8,))]
     with pytest.raises(UserError, match=r"^input 3: its constraints"):
         model.translate(texts, beam_size=2, steering=steering)
+
+
+def test_what_the_prefix_already_meets_needs_no_more_room(model):
+    prefix = "a dog runs"
+    room = len(model.codecs.tgt.encode([prefix])[0]) + 1  # the prefix and EOS, nothing more
+    options = {"beam_size": 2, "max_len_ratio": 0.0, "max_len_offset": room}
+    found = model.translate(
+        ["ein hund rennt"], steering=Steering(prefix, constraints=("dog",)), **options
+    )
+    assert found[0].text.startswith(prefix) and "dog" in found[0].text
+    with pytest.raises(UserError, match="its constraints"):
+        model.translate(["ein hund rennt"], steering=Steering(prefix, ("cat",)), **options)

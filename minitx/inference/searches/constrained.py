@@ -75,8 +75,14 @@ class _Constraints:
 
     def advance(self, rows: torch.Tensor, token: torch.Tensor):
         """The state (met, active, matched) of rows `rows` (any shape) after `token` (same shape)."""
+        return self.advance_from(
+            (self.met[rows], self.active[rows], self.matched[rows]), rows, token
+        )
+
+    def advance_from(self, state, rows: torch.Tensor, token: torch.Tensor):
+        """`state` (met, active, matched) of rows `rows` after `token`."""
         sentences = self.sentence_of(rows)
-        met, active, matched = self.met[rows].clone(), self.active[rows], self.matched[rows]
+        met, active, matched = state[0].clone(), state[1], state[2]
         phrases, lengths = self.tokens[sentences], self.lengths[sentences]  # (..., C, L), (..., C)
         current = active.clamp(min=0)
         expected = phrases.gather(
@@ -239,9 +245,26 @@ def _picked(state: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     return state.gather(1, index)
 
 
-def _check_constraints_fit(constraints, steering, limits, k) -> None:
-    """Refuse constraints that cannot fit the output limit beside the target prefix."""
-    need = constraints.total + steering.prefix_length.view(-1, k)[:, 0]
+def _check_constraints_fit(constraints: _Constraints, steering: RowSteering, limits, k) -> None:
+    """Refuse constraints that cannot fit the output limit after the target prefix (what the
+    prefix already meets counts as met)."""
+    rows = torch.arange(0, limits.shape[0] * k, k, device=limits.device)  # a row per sentence
+    met, active, matched = (
+        constraints.met[rows],
+        constraints.active[rows],
+        constraints.matched[rows],
+    )
+    for position in range(steering.prefix.shape[1]):
+        in_prefix = steering.prefix_length[rows] > position
+        token = steering.prefix[rows, position]
+        state = constraints.advance_from((met, active, matched), rows, token)
+        met, active, matched = (
+            torch.where(in_prefix.view(-1, *[1] * (new.dim() - 1)), new, old)
+            for new, old in zip(state, (met, active, matched), strict=True)
+        )
+    sentences = torch.arange(limits.shape[0], device=limits.device)
+    still = constraints.total - constraints.progress(met, matched, sentences)
+    need = still + steering.prefix_length[rows]
     too_long = need >= limits
     if bool(too_long.any()):
         sentence = int(too_long.nonzero()[0])
