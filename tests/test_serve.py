@@ -379,3 +379,21 @@ def test_an_ensemble_is_served_and_named_in_info(run_dir, model):
             reply.json()["translations"][0][0]["text"]
             == model.translate(["ein hund rennt"], beam_size=2)[0].text
         )
+
+
+def test_metrics_count_answers_by_status_latency_and_queues(model):
+    options = ServeOptions(max_body_bytes=300)
+    with TestClient(create_app(model, server_info(model), options)) as client:
+        assert client.post("/translate", json={"texts": ["ein hund"]}).status_code == 200
+        assert client.post("/translate", json={"texts": ["x" * 400]}).status_code == 413
+        assert client.post("/translate", json={"texts": []}).status_code == 422
+        text = client.get("/metrics").text
+    assert 'minitx_requests_total{route="/translate",status="200"} 1' in text
+    assert 'minitx_requests_total{route="/translate",status="413"} 1' in text
+    assert 'minitx_requests_total{route="/translate",status="422"} 1' in text
+    assert 'minitx_request_seconds_count{route="/translate"} 3' in text
+    assert 'minitx_request_seconds_bucket{route="/translate",le="+Inf"} 3' in text
+    assert 'minitx_queue_requests{route="/translate"} 0' in text
+    assert 'minitx_batches_total{route="/translate"} 1' in text
+    for line in text.splitlines():  # the exposition format: comments, or a name, labels, a number
+        assert line.startswith("# ") or float(line.rsplit(" ", 1)[1]) >= 0

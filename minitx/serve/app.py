@@ -5,7 +5,7 @@ POST /translate {"texts": [...], decode options} → {"translations": [[{text, s
                 (with "alignments": true, each hypothesis has its "alignment" too; steering:
                 "target_prefix", "constraints", "banned", lists with one entry per text)
 POST /predict   {"texts": [...]}                 → {"predictions": [{label, probability, …}, …]}
-GET  /health, GET /info; OpenAPI docs at /docs (FastAPI).
+GET  /health, GET /info, GET /metrics (Prometheus); OpenAPI docs at /docs (FastAPI).
 
 Dynamic batching: a request's texts join a queue; one worker takes what has arrived (waiting up to
 `max_wait_ms` for more, up to `max_batch_texts` texts) and decodes requests with the same decode
@@ -25,6 +25,7 @@ from minitx.inference.steering import Steering, check_steering
 from minitx.serve.batching import Batcher, DeadlineExceeded, Overloaded, ServeOptions
 from minitx.serve.keys import ApiKeys
 from minitx.serve.limits import BodyLimit
+from minitx.serve.metrics import Metrics
 
 
 def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | None = None):
@@ -33,7 +34,7 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
     from fastapi import FastAPI, HTTPException
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse
 
     from minitx.serve.schema import request_models
 
@@ -61,6 +62,8 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
     if keys is not None:
         keys.guard(app)
     app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+    metrics = Metrics()
+    metrics.watch(app)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, error: RequestValidationError):
@@ -82,6 +85,10 @@ def create_app(model: Model, info: dict, options: ServeOptions, keys: ApiKeys | 
     @app.get("/info")
     async def show_info() -> dict:
         return info
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def show_metrics() -> str:
+        return metrics.render(app.state.batchers)
 
     @app.post("/translate")
     async def translate(request: TranslateRequest) -> dict:
