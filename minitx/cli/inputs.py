@@ -113,10 +113,15 @@ def steered_line(line: str, given: Steering, number: int) -> tuple[str, Steering
         ) from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise UserError(f'input line {number} needs a "text" string, as {{"text": "..."}}')
+    return record["text"], record_steering(record, given, f"input line {number}")
+
+
+def record_steering(record: dict, given: Steering, where: str) -> Steering:
+    """The steering fields of a parsed jsonl record (its own, else `given`'s), checked."""
     unknown = set(record) - {"text", *STEERING_FIELDS}
     if unknown:
         raise UserError(
-            f"input line {number}: unknown field {sorted(unknown)[0]!r}; the fields are text, "
+            f"{where}: unknown field {sorted(unknown)[0]!r}; the fields are text, "
             + ", ".join(STEERING_FIELDS)
         )
     prefix = record.get("target_prefix", given.target_prefix)
@@ -128,10 +133,9 @@ def steered_line(line: str, given: Steering, number: int) -> tuple[str, Steering
         for value in phrases.values()
     ):
         raise UserError(
-            f"input line {number}: target_prefix is a string, constraints and banned lists of "
-            "strings"
+            f"{where}: target_prefix is a string, constraints and banned lists of strings"
         )
-    return record["text"], Steering(prefix, tuple(phrases["constraints"]), tuple(phrases["banned"]))
+    return Steering(prefix, tuple(phrases["constraints"]), tuple(phrases["banned"]))
 
 
 def steering_file(path: Path) -> list[Steering]:
@@ -147,6 +151,5 @@ def steering_file(path: Path) -> list[Steering]:
             raise UserError(f"{path} line {number} is not JSON ({error.msg})") from None
         if not isinstance(record, dict):
             raise UserError(f'{path} line {number}: an object, as {{"constraints": [...]}}')
-        _, steering = steered_line(json.dumps({**record, "text": ""}), Steering(), number)
-        found.append(steering)
+        found.append(record_steering(record, Steering(), f"input line {number}"))
     return found

@@ -38,13 +38,9 @@ def beam_search(
     (`_Finished`); fairseq instead stops at the first K finished.
     """
     batch, k, device = src.shape[0], cfg.beam_size, src.device
-    state = start(model, src, k, use_cache)
-    limits = max_lengths(src, ids.pad_id, cfg)  # (B,)
-    steering = RowSteering(inputs, batch, k, device)
-    steering.check_fits(limits, k)
-    tokens, forced, log_probs = steering.prefill(state, ids.bos_id, batch * k, device)
-    scores = forced.view(batch, k).clone()
-    scores[:, 1:] = -math.inf  # all beams start identical: expand only the first
+    state, limits, steering, tokens, scores, log_probs = start_beams(
+        model, src, ids, cfg, inputs, use_cache
+    )
     beam_base = torch.arange(batch, device=device).unsqueeze(1) * k  # (B, 1)
     finished = _Finished(batch, k, cfg.length_penalty)
 
@@ -74,6 +70,22 @@ def beam_search(
         tokens = torch.cat([tokens[survivors], new_token.gather(1, keep).view(-1, 1)], dim=1)
         state.reorder(survivors)
     return finished.best(cfg.n_best)
+
+
+def start_beams(model, src, ids: SpecialIds, cfg: DecodeConfig, inputs, use_cache: bool):
+    """What a beam search of K beams per source starts from: the decoder state, each sentence's
+    limit (B,), its steering (checked against the limit), the tokens fed so far (BOS and the
+    shared prefix, (B·K, 1 + P)), the beams' scores (B, K: only the first live, since all start
+    identical) and the next token's log-probabilities (B·K, V)."""
+    batch, k = src.shape[0], cfg.beam_size
+    state = start(model, src, k, use_cache)
+    limits = max_lengths(src, ids.pad_id, cfg)
+    steering = RowSteering(inputs, batch, k, src.device)
+    steering.check_fits(limits, k)
+    tokens, forced, log_probs = steering.prefill(state, ids.bos_id, batch * k, src.device)
+    scores = forced.view(batch, k).clone()
+    scores[:, 1:] = -math.inf
+    return state, limits, steering, tokens, scores, log_probs
 
 
 class _Finished:

@@ -25,11 +25,9 @@ from minitx.inference.searches.base import (
     Hypothesis,
     SentenceError,
     SentenceInputs,
-    max_lengths,
     next_log_probs,
-    start,
 )
-from minitx.inference.searches.beam import _Finished
+from minitx.inference.searches.beam import _Finished, start_beams
 from minitx.inference.searches.steering import RowSteering
 from minitx.model.transformer import Seq2Seq
 
@@ -72,6 +70,19 @@ class _Constraints:
         position[in_phrase, self.active[in_phrase]] = self.matched[in_phrase]
         tokens = self.tokens[sentences].gather(2, position.unsqueeze(2)).squeeze(2)
         return tokens.masked_fill(self.met, -1)
+
+    def after(self, rows: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor):
+        """The state (met, active, matched) of rows `rows` (R,) after the first `lengths` (R,)
+        of their `tokens` (R, T)."""
+        state = (self.met[rows], self.active[rows], self.matched[rows])
+        for position in range(tokens.shape[1]):
+            moved = self.advance_from(state, rows, tokens[:, position])
+            within = lengths > position
+            state = tuple(
+                torch.where(within.view(-1, *[1] * (new.dim() - 1)), new, old)
+                for new, old in zip(moved, state, strict=True)
+            )
+        return state
 
     def advance(self, rows: torch.Tensor, token: torch.Tensor):
         """The state (met, active, matched) of rows `rows` (any shape) after `token` (same shape)."""
@@ -126,18 +137,14 @@ def constrained_beam_search(
     """Beam search whose hypotheses each contain every constraint of their sentence (`inputs`);
     prefixes and banned phrases are honoured as in the other searches."""
     batch, k, device = src.shape[0], cfg.beam_size, src.device
-    state = start(model, src, k, use_cache)
-    limits = max_lengths(src, ids.pad_id, cfg)  # (B,)
-    steering = RowSteering(inputs, batch, k, device)
-    steering.check_fits(limits, k)
+    state, limits, steering, tokens, scores, log_probs = start_beams(
+        model, src, ids, cfg, inputs, use_cache
+    )
     constraints = _Constraints(inputs, batch, k, device)
     _check_constraints_fit(constraints, steering, limits, k)
-    tokens, forced, log_probs = steering.prefill(state, ids.bos_id, batch * k, device)
     rows = torch.arange(batch * k, device=device)
-    for position in range(1, tokens.shape[1]):  # a prefix may already meet constraints
-        constraints.take([t[:, None] for t in constraints.advance(rows, tokens[:, position])])
-    scores = forced.view(batch, k).clone()
-    scores[:, 1:] = -math.inf
+    fed = torch.full_like(rows, tokens.shape[1] - 1)  # a prefix may already meet constraints
+    constraints.take([t[:, None] for t in constraints.after(rows, tokens[:, 1:], fed)])
     finished = _Finished(batch, k, cfg.length_penalty)
     row_limits = limits.repeat_interleave(k)
     for step in range(steering.shared, int(limits.max())):
@@ -151,12 +158,10 @@ def constrained_beam_search(
         )
         log_probs[needed > 0, ids.eos_id] = -math.inf  # no end before every constraint is met
         wanted = constraints.next_tokens()  # (N, C)
-        if constraints.active.ge(0).any():  # in a phrase, only its next token keeps progress
-            in_phrase = constraints.active >= 0
-            keep = _one_hot(constraints.active.clamp(min=0), wanted.shape[1]) | ~in_phrase[:, None]
-            tight_wanted = wanted.masked_fill(~keep, -1)
-        else:
-            tight_wanted = wanted
+        # in a phrase, only its next token keeps progress
+        in_phrase = constraints.active >= 0
+        keep = _one_hot(constraints.active.clamp(min=0), wanted.shape[1]) | ~in_phrase[:, None]
+        tight_wanted = wanted.masked_fill(~keep, -1)
         tight = (needed > 0) & (row_limits - 1 - step <= needed)
         if bool(tight.any()):  # just enough room left: only the tokens still needed
             allowed = tight_wanted.clamp(min=0)
@@ -249,19 +254,7 @@ def _check_constraints_fit(constraints: _Constraints, steering: RowSteering, lim
     """Refuse constraints that cannot fit the output limit after the target prefix (what the
     prefix already meets counts as met)."""
     rows = torch.arange(0, limits.shape[0] * k, k, device=limits.device)  # a row per sentence
-    met, active, matched = (
-        constraints.met[rows],
-        constraints.active[rows],
-        constraints.matched[rows],
-    )
-    for position in range(steering.prefix.shape[1]):
-        in_prefix = steering.prefix_length[rows] > position
-        token = steering.prefix[rows, position]
-        state = constraints.advance_from((met, active, matched), rows, token)
-        met, active, matched = (
-            torch.where(in_prefix.view(-1, *[1] * (new.dim() - 1)), new, old)
-            for new, old in zip(state, (met, active, matched), strict=True)
-        )
+    met, _, matched = constraints.after(rows, steering.prefix[rows], steering.prefix_length[rows])
     sentences = torch.arange(limits.shape[0], device=limits.device)
     still = constraints.total - constraints.progress(met, matched, sentences)
     need = still + steering.prefix_length[rows]
