@@ -50,7 +50,8 @@ def search_for(cfg: DecodeConfig, constrained: bool = False) -> Search:
     `constrained`)."""
     if constrained and (cfg.sample or cfg.beam_size < 2):
         raise UserError(
-            "lexical constraints need beam search: a beam of 2 or more, without sampling"
+            "lexical constraints need beam search: a beam of 2 or more (--beam, decode.beam_size), "
+            "without sampling"
         )
     serving = [search for search in _SEARCHES.values() if search.serves(cfg, constrained)]
     if len(serving) != 1:  # a registry mistake, not the user's
